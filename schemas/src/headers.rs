@@ -1,0 +1,296 @@
+//! CloudEvents NATS binding, binary content mode: attributes as `ce-` headers, data as body.
+//!
+//! Header values are percent-encoded like the CloudEvents HTTP binding: every byte outside
+//! printable ASCII, plus space, `"` and `%`, becomes `%XX` of its UTF-8 encoding.
+
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::envelope::{Event, CONTENT_TYPE, SPEC_VERSION};
+use crate::error::EnvelopeError;
+use crate::event_type::EventType;
+use crate::ids::{CorrelationId, EventId};
+use crate::trace::TraceParent;
+
+/// `ce-specversion`
+pub const SPECVERSION: &str = "ce-specversion";
+/// `ce-id`
+pub const ID: &str = "ce-id";
+/// `ce-source`
+pub const SOURCE: &str = "ce-source";
+/// `ce-type`
+pub const TYPE: &str = "ce-type";
+/// `ce-time`
+pub const TIME: &str = "ce-time";
+/// `ce-subject`
+pub const SUBJECT: &str = "ce-subject";
+/// `ce-datacontenttype`
+pub const DATACONTENTTYPE: &str = "ce-datacontenttype";
+/// `ce-correlationid`
+pub const CORRELATIONID: &str = "ce-correlationid";
+/// `ce-causationid`
+pub const CAUSATIONID: &str = "ce-causationid";
+/// `ce-depth`
+pub const DEPTH: &str = "ce-depth";
+/// W3C `traceparent`
+pub const TRACEPARENT: &str = "traceparent";
+/// W3C `tracestate`
+pub const TRACESTATE: &str = "tracestate";
+/// JetStream de-duplication id; always equal to `ce-id`.
+pub const NATS_MSG_ID: &str = "Nats-Msg-Id";
+
+const ENCODE: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'%');
+
+/// Percent-encode a header value.
+pub fn encode_value(value: &str) -> String {
+    utf8_percent_encode(value, ENCODE).to_string()
+}
+
+/// The headers of an event in binary content mode, `Nats-Msg-Id` included.
+pub fn to_headers(event: &Event) -> Vec<(&'static str, String)> {
+    let id = event.id.to_string();
+    let mut h = vec![
+        (SPECVERSION, SPEC_VERSION.to_owned()),
+        (ID, id.clone()),
+        (NATS_MSG_ID, id),
+        (SOURCE, encode_value(&event.source)),
+        (TYPE, event.ty.to_string()),
+        (
+            TIME,
+            event
+                .time
+                .format(&Rfc3339)
+                .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned()),
+        ),
+        (DATACONTENTTYPE, CONTENT_TYPE.to_owned()),
+        (CORRELATIONID, event.correlation.to_string()),
+        (CAUSATIONID, event.causation.to_string()),
+        (DEPTH, event.depth.to_string()),
+    ];
+    if let Some(subject) = &event.subject {
+        h.push((SUBJECT, encode_value(subject)));
+    }
+    if let Some(tp) = &event.traceparent {
+        h.push((TRACEPARENT, tp.to_string()));
+    }
+    if let Some(ts) = &event.tracestate {
+        h.push((TRACESTATE, encode_value(ts)));
+    }
+    h
+}
+
+const KNOWN: [&str; 12] = [
+    SPECVERSION,
+    ID,
+    SOURCE,
+    TYPE,
+    TIME,
+    SUBJECT,
+    DATACONTENTTYPE,
+    CORRELATIONID,
+    CAUSATIONID,
+    DEPTH,
+    TRACEPARENT,
+    TRACESTATE,
+];
+
+/// Decode an event from (name, value) header pairs and a body. Header names match
+/// case-insensitively; unknown headers are ignored. Never panics.
+pub fn from_headers<'a, I>(headers: I, body: &[u8]) -> Result<Event, EnvelopeError>
+where
+    I: IntoIterator<Item = (&'a str, &'a str)>,
+{
+    let mut values: [Option<&'a str>; KNOWN.len()] = [None; KNOWN.len()];
+    for (name, value) in headers {
+        let Some(slot) = KNOWN.iter().position(|k| k.eq_ignore_ascii_case(name)) else {
+            continue;
+        };
+        match values[slot] {
+            Some(prev) if prev != value => return Err(EnvelopeError::Duplicate(KNOWN[slot])),
+            _ => values[slot] = Some(value),
+        }
+    }
+    let get = |name: &'static str| -> Result<Option<String>, EnvelopeError> {
+        let slot = KNOWN.iter().position(|k| *k == name).unwrap_or(0);
+        values[slot]
+            .map(|raw| {
+                percent_decode_str(raw)
+                    .decode_utf8()
+                    .map(|s| s.into_owned())
+                    .map_err(|_| EnvelopeError::BadEncoding { header: name })
+            })
+            .transpose()
+    };
+    let require = |name: &'static str| get(name)?.ok_or(EnvelopeError::Missing(name));
+    let invalid = |header: &'static str, reason: String| EnvelopeError::Invalid { header, reason };
+
+    let spec = require(SPECVERSION)?;
+    if spec != SPEC_VERSION {
+        return Err(EnvelopeError::SpecVersion(spec));
+    }
+    let id: EventId = require(ID)?
+        .parse()
+        .map_err(|e: crate::error::IdError| invalid(ID, e.to_string()))?;
+    let source = require(SOURCE)?;
+    if source.is_empty() {
+        return Err(invalid(SOURCE, "is empty".to_owned()));
+    }
+    let ty = EventType::new(require(TYPE)?).map_err(|e| invalid(TYPE, e.to_string()))?;
+    let time = OffsetDateTime::parse(&require(TIME)?, &Rfc3339)
+        .map_err(|e| invalid(TIME, format!("not an RFC 3339 timestamp: {e}")))?;
+    if let Some(ct) = get(DATACONTENTTYPE)? {
+        if ct != CONTENT_TYPE {
+            return Err(EnvelopeError::ContentType(ct));
+        }
+    } else {
+        return Err(EnvelopeError::Missing(DATACONTENTTYPE));
+    }
+    let correlation =
+        CorrelationId::new(require(CORRELATIONID)?).map_err(|e| invalid(CORRELATIONID, e.to_string()))?;
+    let causation: EventId = require(CAUSATIONID)?
+        .parse()
+        .map_err(|e: crate::error::IdError| invalid(CAUSATIONID, e.to_string()))?;
+    let depth: u32 = require(DEPTH)?
+        .parse()
+        .map_err(|e| invalid(DEPTH, format!("not a non-negative integer: {e}")))?;
+    let traceparent = get(TRACEPARENT)?
+        .map(|v| TraceParent::parse(&v))
+        .transpose()?;
+    Ok(Event {
+        id,
+        source,
+        ty,
+        time,
+        subject: get(SUBJECT)?,
+        correlation,
+        causation,
+        depth,
+        traceparent,
+        tracestate: get(TRACESTATE)?,
+        data: body.to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> Event {
+        let mut e = Event::root_raw(
+            "urn:test source/ü",
+            CorrelationId::new("c-1").expect("valid"),
+            EventType::new("order.placed.v1").expect("valid"),
+            vec![0x80],
+        );
+        e.subject = Some("100% \"quoted\"".to_owned());
+        e.tracestate = Some("k=v,x=y".to_owned());
+        e
+    }
+
+    fn decode(h: &[(&'static str, String)], body: &[u8]) -> Result<Event, EnvelopeError> {
+        from_headers(h.iter().map(|(k, v)| (*k, v.as_str())), body)
+    }
+
+    #[test]
+    fn round_trip_keeps_every_attribute() {
+        let e = sample();
+        let h = to_headers(&e);
+        assert!(h.iter().any(|(k, v)| *k == NATS_MSG_ID && *v == e.id.to_string()));
+        assert!(h.iter().any(|(k, v)| *k == SOURCE && v == "urn:test%20source/%C3%BC"));
+        let back = decode(&h, &e.data).expect("decodes");
+        // RFC 3339 keeps nanoseconds, so the whole event compares equal.
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn each_problem_is_named() {
+        let e = sample();
+        let without = |name: &str| {
+            let h: Vec<_> = to_headers(&e).into_iter().filter(|(k, _)| *k != name).collect();
+            decode(&h, b"").expect_err("must fail").to_string()
+        };
+        assert_eq!(without(ID), "missing header ce-id");
+        assert_eq!(without(CORRELATIONID), "missing header ce-correlationid");
+        let with = |name: &'static str, value: &str| {
+            let mut h: Vec<_> = to_headers(&e).into_iter().filter(|(k, _)| *k != name).collect();
+            h.push((name, value.to_owned()));
+            decode(&h, b"").expect_err("must fail").to_string()
+        };
+        assert!(with(DEPTH, "-1").starts_with("header ce-depth is invalid"));
+        assert!(with(SPECVERSION, "0.3").contains("specversion"));
+        assert!(with(DATACONTENTTYPE, "application/json").contains("datacontenttype"));
+        assert!(with(TYPE, "a b").starts_with("header ce-type is invalid"));
+        assert!(with(TIME, "yesterday").starts_with("header ce-time is invalid"));
+        assert!(with(SOURCE, "%FF").contains("percent-encoded"));
+        let mut dup = to_headers(&e);
+        dup.push((ID, EventId::new_root().to_string()));
+        assert_eq!(decode(&dup, b"").expect_err("dup").to_string(), "header ce-id is present more than once");
+    }
+
+    #[test]
+    fn header_names_match_case_insensitively() {
+        let e = sample();
+        let upper: Vec<(String, String)> =
+            to_headers(&e).into_iter().map(|(k, v)| (k.to_ascii_uppercase(), v)).collect();
+        let back = from_headers(upper.iter().map(|(k, v)| (k.as_str(), v.as_str())), &e.data);
+        assert_eq!(back.expect("decodes"), e);
+    }
+
+    fn arb_event() -> impl Strategy<Value = Event> {
+        (
+            ".{1,40}",
+            "[A-Za-z0-9_-]{1,40}",
+            proptest::collection::vec("[a-z0-9_-]{1,10}", 1..5),
+            proptest::option::of(".{0,40}"),
+            proptest::option::of(".{0,40}"),
+            any::<u32>(),
+            proptest::collection::vec(any::<u8>(), 0..200),
+            any::<i64>().prop_map(|s| s.rem_euclid(253_402_300_799)),
+        )
+            .prop_map(|(source, corr, tokens, subject, tracestate, depth, data, secs)| {
+                let mut e = Event::root_raw(
+                    source,
+                    CorrelationId::new(corr).expect("strategy yields valid ids"),
+                    EventType::new(tokens.join(".")).expect("strategy yields valid types"),
+                    data,
+                );
+                e.subject = subject;
+                e.tracestate = tracestate;
+                e.depth = depth;
+                e.time = OffsetDateTime::from_unix_timestamp(secs).expect("in range");
+                e
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn any_event_round_trips(e in arb_event()) {
+            let h = to_headers(&e);
+            for (_, v) in &h {
+                prop_assert!(v.bytes().all(|b| (0x21..0x7f).contains(&b)), "header value {v:?} is not plain ASCII");
+            }
+            prop_assert_eq!(decode(&h, &e.data).expect("round trip"), e);
+        }
+
+        #[test]
+        fn arbitrary_headers_and_bytes_never_panic(
+            pairs in proptest::collection::vec((
+                prop_oneof![Just(ID.to_owned()), Just(TYPE.to_owned()), Just(DEPTH.to_owned()),
+                    Just(TIME.to_owned()), Just(SPECVERSION.to_owned()), Just(TRACEPARENT.to_owned()), ".{0,12}"],
+                ".{0,60}"), 0..16),
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let _ = from_headers(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())), &body);
+        }
+
+        #[test]
+        fn mutated_valid_headers_never_panic(e in arb_event(), which in 0usize..12, value in ".{0,50}") {
+            let mut h: Vec<(&'static str, String)> = to_headers(&e);
+            let idx = which % h.len();
+            h[idx].1 = value;
+            let _ = decode(&h, &e.data);
+        }
+    }
+}
