@@ -1,1 +1,80 @@
-//! placeholder
+//! # choreo
+//!
+//! A durable-workflow hybrid engine on NATS JetStream. Actors never call each other: they
+//! react to CloudEvents on a durable log and emit events back onto it.
+//!
+//! This crate holds the [`Bus`] (connection, stream provisioning, publish, history reads),
+//! the [`Reactor`] runtime (durable pull consumers, keyed serial lanes, retries with backoff,
+//! dead letters), the [`Node`] that hosts reactors, and [`NatsServer`] to run a local
+//! nats-server for development and tests. The wire types come from [`choreo_schemas`] and are
+//! re-exported here.
+//!
+//! ```no_run
+//! use choreo::{BusConfig, CorrelationId, Event, EventType, Node, Payload, ReactContext, ReactError, Reactor};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Ping { n: u32 }
+//! impl Payload for Ping { const TYPE: &'static str = "ping.v1"; }
+//! #[derive(Serialize, Deserialize)]
+//! struct Pong { n: u32 }
+//! impl Payload for Pong { const TYPE: &'static str = "pong.v1"; }
+//!
+//! struct Ponger;
+//! impl Reactor for Ponger {
+//!     fn name(&self) -> &str { "ponger" }
+//!     fn consumes(&self) -> Vec<EventType> { vec![Ping::event_type()] }
+//!     fn emits(&self) -> Vec<EventType> { vec![Pong::event_type()] }
+//!     async fn react(&self, e: &Event, ctx: &mut ReactContext) -> Result<(), ReactError> {
+//!         let ping: Ping = e.decode()?;
+//!         ctx.emit(&Pong { n: ping.n })?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let node = Node::builder()
+//!     .bus(BusConfig::builder().url("nats://127.0.0.1:4222").build()?)
+//!     .register::<Ping>()
+//!     .reactor(Ponger)
+//!     .build()?
+//!     .start()
+//!     .await?;
+//! let ping = Event::root("urn:example", CorrelationId::new("game-1")?, &Ping { n: 1 })?;
+//! node.bus().publish(&ping).await?;
+//! node.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+mod bus;
+mod config;
+mod error;
+pub mod metrics;
+mod node;
+mod reactor;
+mod retry;
+mod server;
+
+pub use bus::wire;
+pub use bus::wire::event_headers as headers_of;
+pub use bus::{
+    Bus, DeadLetter, DlqReason, Published, StoredEvent, DLQ_ACTOR, DLQ_ATTEMPTS, DLQ_DETAIL,
+    DLQ_REASON, DLQ_STREAM_SEQ, DLQ_SUBJECT, DLQ_TIME, MIN_SERVER_VERSION,
+    PARTITIONS_METADATA_KEY,
+};
+pub use config::{
+    Auth, BusConfig, BusConfigBuilder, Replicas, Tls, DEFAULT_NATS_URL, ENV_NATS_URL,
+    MIN_DUPLICATE_WINDOW,
+};
+pub use error::{BusError, ConfigError, NodeError, ServerError};
+pub use metrics::{ActorMetrics, Metrics};
+pub use node::{Node, NodeBuilder, RunningNode, DEFAULT_MAX_DELIVERIES, DEFAULT_MAX_DEPTH};
+pub use reactor::{EmitError, ReactContext, ReactError, Reactor};
+pub use retry::{RetryPolicy, RetryPolicyBuilder};
+pub use server::{free_port, NatsServer, ServerBinary, ServerOptions, ENV_NATS_SERVER, PROJECT_LOCAL_SERVER};
+
+pub use choreo_schemas as schemas;
+pub use choreo_schemas::{
+    ActorName, CodecError, CorrelationId, EnvelopeError, Event, EventId, EventRegistry,
+    EventType, Payload, Subjects, TraceParent,
+};

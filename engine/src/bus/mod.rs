@@ -1,0 +1,217 @@
+//! The bus: one connection to NATS, the provisioned streams, publishing and reading events.
+
+pub(crate) mod dead_letter;
+mod provision;
+mod read;
+mod version;
+pub mod wire;
+
+use std::sync::Arc;
+
+use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
+use async_nats::{Client, ConnectOptions};
+use choreo_schemas::{partition_of, Event, Subjects};
+use futures::future::try_join_all;
+
+use crate::config::{Auth, BusConfig};
+use crate::error::BusError;
+
+pub use dead_letter::{DeadLetter, DlqReason, DLQ_ACTOR, DLQ_ATTEMPTS, DLQ_DETAIL, DLQ_REASON, DLQ_STREAM_SEQ, DLQ_SUBJECT, DLQ_TIME};
+pub use provision::PARTITIONS_METADATA_KEY;
+pub use read::StoredEvent;
+pub use version::MIN_SERVER_VERSION;
+pub(crate) use version::{is_supported as version_supported, parse_version as version_parse};
+
+/// Where a published event landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// Stream sequence of the event (of the original, when this publish was a duplicate).
+    pub stream_sequence: u64,
+    /// True when JetStream dropped this publish as a duplicate of an earlier one (same id).
+    pub duplicate: bool,
+}
+
+struct Inner {
+    client: Client,
+    js: jetstream::Context,
+    config: BusConfig,
+    subjects: Subjects,
+}
+
+/// A connection to NATS with the choreo streams provisioned. Cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus")
+            .field("url", &self.inner.config.url)
+            .field("namespace", &self.inner.config.namespace)
+            .field("partitions", &self.inner.config.partitions)
+            .finish()
+    }
+}
+
+impl Bus {
+    /// Connect, check the server version (>= 2.12), and provision the streams idempotently.
+    ///
+    /// Fails with [`BusError::PartitionMismatch`] when the log exists with another partition count.
+    pub async fn connect(config: BusConfig) -> Result<Self, BusError> {
+        let client = connect_client(&config).await?;
+        let version = client.server_info().version;
+        if !version::is_supported(&version) {
+            return Err(BusError::ServerTooOld {
+                found: version,
+                required: format!("{}.{}", MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1),
+            });
+        }
+        let js = jetstream::ContextBuilder::new()
+            .timeout(config.request_timeout)
+            .max_ack_inflight(4096)
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+        provision::provision(&js, &config).await?;
+        let subjects = Subjects::new(config.namespace.clone());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                js,
+                config,
+                subjects,
+            }),
+        })
+    }
+
+    /// The underlying NATS client.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// The JetStream context.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.inner.js
+    }
+
+    /// The configuration the bus was built with.
+    pub fn config(&self) -> &BusConfig {
+        &self.inner.config
+    }
+
+    /// The subject scheme of this namespace.
+    pub fn subjects(&self) -> &Subjects {
+        &self.inner.subjects
+    }
+
+    /// The version the connected server reported.
+    pub fn server_version(&self) -> String {
+        self.inner.client.server_info().version
+    }
+
+    /// The subject an event is published on: `<ns>.evt.<partition>.<correlation>.<type>`.
+    pub fn subject_of(&self, event: &Event) -> String {
+        let p = partition_of(&event.correlation, self.inner.config.partitions);
+        self.inner.subjects.event(p, &event.correlation, &event.ty)
+    }
+
+    /// Publish one event and wait for JetStream's ack.
+    pub async fn publish(&self, event: &Event) -> Result<Published, BusError> {
+        let subject = self.subject_of(event);
+        let fut = self.send(&subject, event).await?;
+        await_ack(subject, fut).await
+    }
+
+    /// Publish many events pipelined (all sent, then all acks awaited). Returns in input order.
+    /// On error some events may be on the log; publishing the same events again is safe
+    /// because their ids deduplicate.
+    pub async fn publish_all(&self, events: &[Event]) -> Result<Vec<Published>, BusError> {
+        let mut pending = Vec::with_capacity(events.len());
+        for event in events {
+            let subject = self.subject_of(event);
+            let fut = self.send(&subject, event).await?;
+            pending.push(await_ack(subject, fut));
+        }
+        try_join_all(pending).await
+    }
+
+    async fn send(&self, subject: &str, event: &Event) -> Result<PublishAckFuture, BusError> {
+        let msg = PublishMessage::build()
+            .headers(wire::event_headers(event))
+            .payload(event.data.clone().into());
+        self.inner
+            .js
+            .send_publish(subject.to_owned(), msg)
+            .await
+            .map_err(|e| BusError::Publish {
+                subject: subject.to_owned(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Publish a raw message to a subject and wait for the ack (used for dead letters).
+    pub(crate) async fn publish_raw(
+        &self,
+        subject: String,
+        headers: async_nats::HeaderMap,
+        payload: bytes::Bytes,
+    ) -> Result<Published, BusError> {
+        let fut = self
+            .inner
+            .js
+            .send_publish(
+                subject.clone(),
+                PublishMessage::build().headers(headers).payload(payload),
+            )
+            .await
+            .map_err(|e| BusError::Publish {
+                subject: subject.clone(),
+                reason: e.to_string(),
+            })?;
+        await_ack(subject, fut).await
+    }
+}
+
+async fn await_ack(subject: String, fut: PublishAckFuture) -> Result<Published, BusError> {
+    let ack = fut.await.map_err(|e| BusError::Publish {
+        subject,
+        reason: e.to_string(),
+    })?;
+    Ok(Published {
+        stream_sequence: ack.sequence,
+        duplicate: ack.duplicate,
+    })
+}
+
+async fn connect_client(cfg: &BusConfig) -> Result<Client, BusError> {
+    let err = |reason: String| BusError::Connect {
+        url: cfg.url.clone(),
+        reason,
+    };
+    let mut opts = ConnectOptions::new()
+        .name(&cfg.client_name)
+        .request_timeout(Some(cfg.request_timeout))
+        .connection_timeout(cfg.request_timeout);
+    opts = match &cfg.auth {
+        Auth::None => opts,
+        Auth::UserPassword { user, password } => opts.user_and_password(user.clone(), password.clone()),
+        Auth::Token(t) => opts.token(t.clone()),
+        Auth::NKey(seed) => opts.nkey(seed.clone()),
+        Auth::CredsFile(path) => opts
+            .credentials_file(path)
+            .await
+            .map_err(|e| err(format!("cannot read credentials file {}: {e}", path.display())))?,
+    };
+    if cfg.tls.required {
+        opts = opts.require_tls(true);
+    }
+    if let Some(ca) = &cfg.tls.root_certificates {
+        opts = opts.add_root_certificates(ca.clone());
+    }
+    if let Some((cert, key)) = &cfg.tls.client_cert {
+        opts = opts.add_client_certificate(cert.clone(), key.clone());
+    }
+    opts.connect(cfg.url.as_str())
+        .await
+        .map_err(|e| err(e.to_string()))
+}

@@ -1,0 +1,192 @@
+//! Reading events back from the log with ordered consumers (history, dead letters).
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+use async_nats::HeaderMap;
+use choreo_schemas::{partition_of, CorrelationId, EnvelopeError, Event};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+
+use super::dead_letter::DeadLetter;
+use super::{wire, Bus};
+use crate::error::BusError;
+
+/// An event as stored in the log.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    /// Stream sequence.
+    pub sequence: u64,
+    /// Subject it was stored under.
+    pub subject: String,
+    /// The decoded event, or why it does not decode.
+    pub event: Result<Event, EnvelopeError>,
+}
+
+pub(crate) struct RawStored {
+    pub(crate) sequence: u64,
+    pub(crate) subject: String,
+    pub(crate) headers: Option<HeaderMap>,
+    pub(crate) payload: bytes::Bytes,
+}
+
+impl Bus {
+    /// Every event whose subject matches `filter`, in log order (a snapshot: reads up to the
+    /// last message present when the read started).
+    pub async fn read_events(&self, filter: &str) -> Result<Vec<StoredEvent>, BusError> {
+        let raw = self.read_raw(&self.config().events_stream(), filter).await?;
+        Ok(raw
+            .into_iter()
+            .map(|m| StoredEvent {
+                sequence: m.sequence,
+                event: wire::decode_event(m.headers.as_ref(), &m.payload),
+                subject: m.subject,
+            })
+            .collect())
+    }
+
+    /// The history of one correlation, read with its literal-prefixed subject filter.
+    pub async fn history(&self, correlation: &CorrelationId) -> Result<Vec<StoredEvent>, BusError> {
+        let p = partition_of(correlation, self.config().partitions());
+        let filter = self.subjects().correlation_filter(p, correlation);
+        self.read_events(&filter).await
+    }
+
+    /// Every dead letter, in DLQ order.
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BusError> {
+        let filter = self.subjects().all_dead_letters();
+        let raw = self.read_raw(&self.config().dlq_stream(), &filter).await?;
+        Ok(raw
+            .into_iter()
+            .map(|m| DeadLetter::from_message(m.sequence, m.headers.as_ref(), &m.payload))
+            .collect())
+    }
+
+    /// Follow events matching `filter` as they are stored: from the start of the log when
+    /// `from_start`, else only new ones. The stream ends only if the connection is closed.
+    pub async fn follow_events(
+        &self,
+        filter: &str,
+        from_start: bool,
+    ) -> Result<BoxStream<'static, Result<StoredEvent, BusError>>, BusError> {
+        let raw = self
+            .follow_raw(&self.config().events_stream(), filter, from_start)
+            .await?;
+        Ok(raw
+            .map(|m| {
+                m.map(|m| StoredEvent {
+                    sequence: m.sequence,
+                    event: wire::decode_event(m.headers.as_ref(), &m.payload),
+                    subject: m.subject,
+                })
+            })
+            .boxed())
+    }
+
+    /// Follow dead letters as they are stored (see [`Bus::follow_events`]).
+    pub async fn follow_dead_letters(
+        &self,
+        from_start: bool,
+    ) -> Result<BoxStream<'static, Result<DeadLetter, BusError>>, BusError> {
+        let filter = self.subjects().all_dead_letters();
+        let raw = self
+            .follow_raw(&self.config().dlq_stream(), &filter, from_start)
+            .await?;
+        Ok(raw
+            .map(|m| m.map(|m| DeadLetter::from_message(m.sequence, m.headers.as_ref(), &m.payload)))
+            .boxed())
+    }
+
+    async fn follow_raw(
+        &self,
+        stream: &str,
+        filter: &str,
+        from_start: bool,
+    ) -> Result<BoxStream<'static, Result<RawStored, BusError>>, BusError> {
+        let what = format!("follow {stream} {filter}");
+        let stream = self
+            .jetstream()
+            .get_stream_no_info(stream)
+            .await
+            .map_err(|e| BusError::js(what.clone(), e))?;
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                filter_subject: filter.to_owned(),
+                deliver_policy: if from_start {
+                    DeliverPolicy::All
+                } else {
+                    DeliverPolicy::New
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| BusError::js(what.clone(), e))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| BusError::js(what.clone(), e))?;
+        Ok(messages
+            .map(move |m| {
+                let msg = m.map_err(|e| BusError::js(what.clone(), e))?;
+                let info = msg.info().map_err(|e| BusError::js(what.clone(), e))?;
+                Ok(RawStored {
+                    sequence: info.stream_sequence,
+                    subject: msg.subject.to_string(),
+                    headers: msg.headers.clone(),
+                    payload: msg.payload.clone(),
+                })
+            })
+            .boxed())
+    }
+
+    pub(crate) async fn read_raw(&self, stream: &str, filter: &str) -> Result<Vec<RawStored>, BusError> {
+        let what = || format!("read {stream} {filter}");
+        let stream = self
+            .jetstream()
+            .get_stream_no_info(stream)
+            .await
+            .map_err(|e| BusError::js(what(), e))?;
+        let mut consumer = stream
+            .create_consumer(OrderedConfig {
+                filter_subject: filter.to_owned(),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| BusError::js(what(), e))?;
+        let pending = consumer
+            .info()
+            .await
+            .map_err(|e| BusError::js(what(), e))?
+            .num_pending;
+        let mut out = Vec::with_capacity(usize::try_from(pending).unwrap_or(0));
+        if pending == 0 {
+            return Ok(out);
+        }
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| BusError::js(what(), e))?;
+        let idle = self.config().request_timeout.max(Duration::from_secs(1));
+        while out.len() < usize::try_from(pending).unwrap_or(usize::MAX) {
+            let next = tokio::time::timeout(idle, messages.next())
+                .await
+                .map_err(|_| BusError::js(what(), "timed out waiting for stored messages"))?;
+            let Some(msg) = next else { break };
+            let msg = msg.map_err(|e| BusError::js(what(), e))?;
+            let info = msg.info().map_err(|e| BusError::js(what(), e))?;
+            let sequence = info.stream_sequence;
+            let remaining = info.pending;
+            out.push(RawStored {
+                sequence,
+                subject: msg.subject.to_string(),
+                headers: msg.headers.clone(),
+                payload: msg.payload.clone(),
+            });
+            if remaining == 0 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,152 @@
+//! Per-actor metrics. Names are constants here; the OpenTelemetry exporter (a later feature)
+//! reads the same counters.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Inputs handled successfully (outputs durable, input acked).
+pub const ACTOR_HANDLED: &str = "choreo.actor.handled";
+/// Handler attempts that failed.
+pub const ACTOR_FAILED: &str = "choreo.actor.failed";
+/// Retries scheduled after a transient failure.
+pub const ACTOR_RETRIED: &str = "choreo.actor.retried";
+/// Inputs sent to the DLQ.
+pub const ACTOR_DEAD_LETTERED: &str = "choreo.actor.dead_lettered";
+/// Handler latency histogram (microseconds).
+pub const ACTOR_HANDLER_LATENCY: &str = "choreo.actor.handler_latency_us";
+
+const BUCKETS: usize = 32;
+
+/// Counters of one actor.
+#[derive(Debug, Default)]
+pub(crate) struct ActorCounters {
+    handled: AtomicU64,
+    failed: AtomicU64,
+    retried: AtomicU64,
+    dead_lettered: AtomicU64,
+    latency: [AtomicU64; BUCKETS],
+}
+
+impl ActorCounters {
+    pub(crate) fn handled(&self) {
+        self.handled.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn failed(&self) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn retried(&self) {
+        self.retried.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn dead_lettered(&self) {
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Record a handler latency in a power-of-two microsecond bucket.
+    pub(crate) fn latency(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
+        let bucket = (63 - us.leading_zeros()) as usize;
+        self.latency[bucket.min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> ActorMetrics {
+        let buckets: Vec<u64> = self.latency.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        ActorMetrics {
+            handled: self.handled.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            latency_buckets: buckets,
+        }
+    }
+}
+
+/// A snapshot of one actor's metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ActorMetrics {
+    /// [`ACTOR_HANDLED`]
+    pub handled: u64,
+    /// [`ACTOR_FAILED`]
+    pub failed: u64,
+    /// [`ACTOR_RETRIED`]
+    pub retried: u64,
+    /// [`ACTOR_DEAD_LETTERED`]
+    pub dead_lettered: u64,
+    /// [`ACTOR_HANDLER_LATENCY`]: count per bucket; bucket `i` holds latencies in
+    /// `[2^i, 2^(i+1))` microseconds.
+    pub latency_buckets: Vec<u64>,
+}
+
+impl ActorMetrics {
+    /// Handler invocations recorded in the latency histogram.
+    pub fn latency_count(&self) -> u64 {
+        self.latency_buckets.iter().sum()
+    }
+
+    /// Upper bound of the bucket holding quantile `q` (0..=1), in microseconds.
+    pub fn latency_quantile_us(&self, q: f64) -> Option<u64> {
+        let total = self.latency_count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((total as f64) * q.clamp(0.0, 1.0)).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.latency_buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(1u64 << (i + 1).min(63));
+            }
+        }
+        None
+    }
+}
+
+/// The metrics registry of a node.
+#[derive(Debug, Default, Clone)]
+pub struct Metrics {
+    actors: Arc<Mutex<BTreeMap<String, Arc<ActorCounters>>>>,
+}
+
+impl Metrics {
+    pub(crate) fn actor(&self, name: &str) -> Arc<ActorCounters> {
+        let mut map = match self.actors.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        Arc::clone(map.entry(name.to_owned()).or_default())
+    }
+
+    /// A snapshot of one actor's metrics (zeros if it never ran).
+    pub fn snapshot(&self, actor: &str) -> ActorMetrics {
+        self.actor(actor).snapshot()
+    }
+
+    /// Snapshots of every actor.
+    pub fn all(&self) -> BTreeMap<String, ActorMetrics> {
+        let map = match self.actors.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.iter().map(|(k, v)| (k.clone(), v.snapshot())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_buckets() {
+        let m = Metrics::default();
+        let a = m.actor("a");
+        a.handled();
+        a.retried();
+        a.latency(Duration::from_micros(3));
+        a.latency(Duration::from_millis(5));
+        let s = m.snapshot("a");
+        assert_eq!((s.handled, s.retried, s.failed, s.latency_count()), (1, 1, 0, 2));
+        assert_eq!(s.latency_quantile_us(0.5), Some(4));
+        assert_eq!(s.latency_quantile_us(1.0), Some(8192));
+        assert_eq!(m.snapshot("never").latency_quantile_us(0.5), None);
+    }
+}

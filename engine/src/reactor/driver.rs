@@ -1,0 +1,427 @@
+//! The reactor driver: the I/O around the pure core in [`super::decide`].
+//!
+//! One durable pull consumer per reactor; a dispatcher routes each delivery to one of N keyed
+//! serial lanes by its correlation (so one correlation is handled in log order, different
+//! correlations concurrently); each lane admits, runs the handler with retries, publishes the
+//! outputs, then acks.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::{AckKind, Message};
+use choreo_schemas::{ActorName, Event, EventRegistry, EventType};
+use futures::{FutureExt, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, error, info, info_span, warn, Instrument};
+
+use super::context::ReactContext;
+use super::decide::{self, Attempt, Delivery, Limits, Next};
+use super::Reactor;
+use crate::bus::dead_letter::dead_letter_headers;
+use crate::bus::{Bus, DlqReason};
+use crate::error::{BusError, NodeError};
+use crate::metrics::ActorCounters;
+use crate::retry::RetryPolicy;
+
+/// Settings of the runtime that hosts reactors, shared by every reactor of a node.
+#[derive(Clone, Debug)]
+pub(crate) struct DriverSettings {
+    pub(crate) lanes: usize,
+    pub(crate) max_depth: u32,
+    pub(crate) max_deliveries: u64,
+    pub(crate) ack_wait: Duration,
+    pub(crate) fetch_batch: usize,
+}
+
+/// What a hosted reactor is, after validation.
+pub(crate) struct ReactorHost<R: Reactor> {
+    pub(crate) reactor: Arc<R>,
+    pub(crate) name: ActorName,
+    pub(crate) consumes: Arc<BTreeSet<EventType>>,
+    pub(crate) emits: Arc<BTreeSet<EventType>>,
+    pub(crate) retry: RetryPolicy,
+}
+
+/// Everything a driver needs from its node.
+#[derive(Clone)]
+pub(crate) struct DriverEnv {
+    pub(crate) bus: Bus,
+    pub(crate) registry: Arc<EventRegistry>,
+    pub(crate) settings: DriverSettings,
+    pub(crate) counters: Arc<ActorCounters>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+/// A type-erased hosted reactor, so a node can hold reactors of different types.
+pub(crate) trait Hosted: Send + Sync {
+    fn name(&self) -> &ActorName;
+    fn consumes(&self) -> &BTreeSet<EventType>;
+    fn emits(&self) -> &BTreeSet<EventType>;
+    /// Create or update the consumer, then spawn the run loop.
+    fn start(
+        &self,
+        env: DriverEnv,
+    ) -> futures::future::BoxFuture<'_, Result<tokio::task::JoinHandle<()>, NodeError>>;
+}
+
+impl<R: Reactor> Hosted for ReactorHost<R> {
+    fn name(&self) -> &ActorName {
+        &self.name
+    }
+    fn consumes(&self) -> &BTreeSet<EventType> {
+        &self.consumes
+    }
+    fn emits(&self) -> &BTreeSet<EventType> {
+        &self.emits
+    }
+    fn start(
+        &self,
+        env: DriverEnv,
+    ) -> futures::future::BoxFuture<'_, Result<tokio::task::JoinHandle<()>, NodeError>> {
+        Box::pin(async move {
+            let consumer = ensure_consumer(&env.bus, &self.name, &self.consumes, &env.settings).await?;
+            let driver = Arc::new(Driver {
+                reactor: Arc::clone(&self.reactor),
+                name: self.name.clone(),
+                source: format!("/actors/{}", self.name).into(),
+                consumes: Arc::clone(&self.consumes),
+                emits: Arc::clone(&self.emits),
+                retry: self.retry.clone(),
+                env,
+            });
+            Ok(tokio::spawn(driver.run(consumer)))
+        })
+    }
+}
+
+type PullConsumer = async_nats::jetstream::consumer::Consumer<pull::Config>;
+
+async fn ensure_consumer(
+    bus: &Bus,
+    name: &ActorName,
+    consumes: &BTreeSet<EventType>,
+    s: &DriverSettings,
+) -> Result<PullConsumer, NodeError> {
+    let stream_name = bus.config().events_stream();
+    let stream = bus
+        .jetstream()
+        .get_stream_no_info(&stream_name)
+        .await
+        .map_err(|e| BusError::js(format!("get stream {stream_name}"), e))?;
+    let config = pull::Config {
+        durable_name: Some(name.to_string()),
+        description: Some(format!("choreo reactor {name}")),
+        filter_subjects: consumes.iter().map(|t| bus.subjects().type_filter(t)).collect(),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: s.ack_wait,
+        // Unlimited: the runtime dead-letters past `max_deliveries` itself, with a reason,
+        // instead of letting the server stop delivering silently.
+        max_deliver: -1,
+        max_ack_pending: i64::try_from(s.lanes * s.fetch_batch * 4).unwrap_or(10_000),
+        ..Default::default()
+    };
+    let consumer = stream
+        .create_consumer(config)
+        .await
+        .map_err(|e| BusError::js(format!("create consumer {name}"), e))?;
+    Ok(consumer)
+}
+
+struct Driver<R: Reactor> {
+    reactor: Arc<R>,
+    name: ActorName,
+    source: Arc<str>,
+    consumes: Arc<BTreeSet<EventType>>,
+    emits: Arc<BTreeSet<EventType>>,
+    retry: RetryPolicy,
+    env: DriverEnv,
+}
+
+impl<R: Reactor> Driver<R> {
+    async fn run(self: Arc<Self>, consumer: PullConsumer) {
+        let lanes = self.env.settings.lanes.max(1);
+        let mut senders = Vec::with_capacity(lanes);
+        let mut tasks = JoinSet::new();
+        for _ in 0..lanes {
+            let (tx, mut rx) = mpsc::channel::<Message>(2);
+            senders.push(tx);
+            let me = Arc::clone(&self);
+            tasks.spawn(async move {
+                while let Some(msg) = rx.recv().await {
+                    me.process(msg).await;
+                }
+            });
+        }
+        let mut shutdown = self.env.shutdown.clone();
+        let mut backoff_after_error = Duration::from_millis(50);
+        'outer: loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let messages = consumer
+                .stream()
+                .max_messages_per_batch(self.env.settings.fetch_batch)
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await;
+            let mut messages = match messages {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(actor = %self.name, error = %e, "cannot start pulling; retrying");
+                    tokio::select! {
+                        _ = shutdown.changed() => break 'outer,
+                        () = tokio::time::sleep(backoff_after_error) => {}
+                    }
+                    backoff_after_error = (backoff_after_error * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => break 'outer,
+                    next = messages.next() => match next {
+                        Some(Ok(msg)) => {
+                            backoff_after_error = Duration::from_millis(50);
+                            let lane = lane_of(&msg.subject, lanes);
+                            if senders[lane].send(msg).await.is_err() {
+                                error!(actor = %self.name, "lane stopped; restarting the node is required");
+                                break 'outer;
+                            }
+                        }
+                        Some(Err(e)) => {
+                            debug!(actor = %self.name, error = %e, "pull stream error; continuing");
+                        }
+                        None => continue 'outer,
+                    }
+                }
+            }
+        }
+        // Graceful stop: no more fetching; lanes finish what they hold, then exit.
+        drop(senders);
+        while let Some(res) = tasks.join_next().await {
+            if let Err(e) = res {
+                error!(actor = %self.name, error = %e, "lane task ended abnormally");
+            }
+        }
+        info!(actor = %self.name, "reactor stopped");
+    }
+
+    async fn process(&self, msg: Message) {
+        let (stream_seq, delivered) = match msg.info() {
+            Ok(i) => (i.stream_sequence, u64::try_from(i.delivered).unwrap_or(1)),
+            Err(_) => (0, 1),
+        };
+        let subject = msg.subject.to_string();
+        let bus = &self.env.bus;
+        let limits = Limits {
+            max_depth: self.env.settings.max_depth,
+            max_deliveries: self.env.settings.max_deliveries,
+            partitions: bus.config().partitions(),
+        };
+        let delivery = Delivery {
+            decoded: crate::bus::wire::decode_event(msg.headers.as_ref(), &msg.payload),
+            subject: bus.subjects().parse_event(&subject),
+            delivered,
+        };
+        let event = match decide::admit(delivery, limits, &self.consumes, &self.env.registry) {
+            Ok(e) => e,
+            Err(reason) => {
+                self.dead_letter(&msg, &subject, stream_seq, reason, 0).await;
+                return;
+            }
+        };
+        let partition = bus.subjects().parse_event(&subject).map_or(0, |p| p.0);
+        let span = info_span!(
+            "react",
+            actor = %self.name,
+            event_type = %event.ty,
+            correlation = %event.correlation,
+            partition,
+            event_id = %event.id,
+            trace_id = %event.traceparent.map(|t| t.trace_id_hex()).unwrap_or_default(),
+            attempt = tracing::field::Empty,
+        );
+        self.handle(&msg, &subject, stream_seq, event)
+            .instrument(span)
+            .await;
+    }
+
+    async fn handle(&self, msg: &Message, subject: &str, stream_seq: u64, event: Event) {
+        let progress_every = (self.env.settings.ack_wait / 3).max(Duration::from_millis(100));
+        let mut schedule = self.retry.schedule();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            tracing::Span::current().record("attempt", attempt);
+            let mut ctx = ReactContext::new(
+                self.name.clone(),
+                Arc::clone(&self.source),
+                Arc::clone(&self.emits),
+                &event,
+                attempt,
+            );
+            let started = Instant::now();
+            let result = with_progress(
+                msg,
+                progress_every,
+                AssertUnwindSafe(self.reactor.react(&event, &mut ctx)).catch_unwind(),
+            )
+            .await;
+            self.env.counters.latency(started.elapsed());
+            let outcome = match result {
+                Ok(Ok(())) => Attempt::Succeeded {
+                    outputs: ctx.outputs().len(),
+                },
+                Ok(Err(e)) => Attempt::Failed(e),
+                Err(panic) => Attempt::Failed(super::ReactError::Transient(format!(
+                    "handler panicked: {}",
+                    panic_message(panic.as_ref())
+                ))),
+            };
+            if let Attempt::Failed(e) = &outcome {
+                self.env.counters.failed();
+                warn!(attempt, error = %e, "handler failed");
+            }
+            match decide::after_attempt(
+                attempt,
+                self.retry.max_attempts(),
+                event.depth,
+                self.env.settings.max_depth,
+                outcome,
+            ) {
+                Next::Publish => {
+                    self.publish_and_ack(msg, ctx.into_outputs()).await;
+                    return;
+                }
+                Next::Retry => {
+                    self.env.counters.retried();
+                    let delay = schedule.next_delay();
+                    debug!(attempt, ?delay, "retrying after backoff");
+                    with_progress(msg, progress_every, tokio::time::sleep(delay)).await;
+                }
+                Next::DeadLetter(reason) => {
+                    self.dead_letter(msg, subject, stream_seq, reason, attempt).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn publish_and_ack(&self, msg: &Message, outputs: Vec<Event>) {
+        if !outputs.is_empty() {
+            if let Err(e) = self.env.bus.publish_all(&outputs).await {
+                // Infrastructure, not the input's fault: let JetStream redeliver it. The
+                // outputs that did land are deduplicated by id on the next run.
+                warn!(error = %e, "publishing outputs failed; input will be redelivered");
+                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                return;
+            }
+        }
+        fail::fail_point!("reactor-after-publish-before-ack");
+        if let Err(e) = msg.ack().await {
+            warn!(error = %e, "ack failed; the input may be redelivered (outputs deduplicate)");
+        }
+        self.env.counters.handled();
+    }
+
+    async fn dead_letter(
+        &self,
+        msg: &Message,
+        subject: &str,
+        stream_seq: u64,
+        reason: DlqReason,
+        attempts: u32,
+    ) {
+        let bus = &self.env.bus;
+        let correlation = bus
+            .subjects()
+            .parse_event(subject)
+            .map_or("_unknown", |(_, c, _)| c);
+        let dlq_subject = bus.subjects().dead_letter(&self.name, correlation);
+        let headers = dead_letter_headers(
+            msg.headers.as_ref(),
+            &self.name,
+            &reason,
+            attempts,
+            stream_seq,
+            subject,
+        );
+        match bus
+            .publish_raw(dlq_subject, headers, msg.payload.clone())
+            .await
+        {
+            Ok(_) => {
+                self.env.counters.dead_lettered();
+                warn!(actor = %self.name, stream_seq, reason = reason.code(), detail = %reason, "dead-lettered");
+                if let Err(e) = msg.ack_with(AckKind::Term).await {
+                    warn!(error = %e, "term-ack failed; a redelivery will be dead-lettered again (deduplicated)");
+                }
+            }
+            Err(e) => {
+                error!(actor = %self.name, stream_seq, error = %e, "cannot write dead letter; input will be redelivered");
+                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            }
+        }
+    }
+}
+
+/// Run `fut`, telling JetStream every `every` that the message is still being worked on.
+async fn with_progress<F: Future>(msg: &Message, every: Duration, fut: F) -> F::Output {
+    tokio::pin!(fut);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            out = &mut fut => return out,
+            _ = tick.tick() => {
+                if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                    debug!(error = %e, "in-progress ack failed");
+                }
+            }
+        }
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic".to_owned()
+    }
+}
+
+/// The lane of a delivery: a hash of its correlation token (the 4th subject token), so one
+/// correlation always lands in the same lane.
+fn lane_of(subject: &str, lanes: usize) -> usize {
+    let key = subject.split('.').nth(3).unwrap_or(subject);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    usize::try_from(h % (lanes as u64)).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lane_of;
+
+    #[test]
+    fn one_correlation_one_lane() {
+        let a = lane_of("choreo.evt.1.order-1.a.v1", 8);
+        assert_eq!(a, lane_of("choreo.evt.1.order-1.b.v2", 8));
+        assert!(lane_of("x", 8) < 8);
+        let spread: std::collections::BTreeSet<_> =
+            (0..100).map(|i| lane_of(&format!("choreo.evt.0.c{i}.a"), 8)).collect();
+        assert!(spread.len() > 4, "{spread:?}");
+    }
+}

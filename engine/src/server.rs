@@ -1,0 +1,336 @@
+//! Locating and running a local nats-server: `choreo dev`, `choreo demo` and the test harness.
+//!
+//! Lookup order: `CHOREO_NATS_SERVER`, the project-local `.tools/bin/nats-server` (searched
+//! upwards from the current directory, then from this workspace), then `PATH`. A binary older
+//! than 2.12 is refused with a clear error.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+use crate::error::ServerError;
+
+/// Environment variable naming the nats-server binary to use.
+pub const ENV_NATS_SERVER: &str = "CHOREO_NATS_SERVER";
+/// Project-local location of the provisioned binary, relative to the workspace root.
+pub const PROJECT_LOCAL_SERVER: &str = ".tools/bin/nats-server";
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const LOG_LINES_KEPT: usize = 60;
+
+/// A nats-server binary and the version it reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerBinary {
+    /// Path of the executable.
+    pub path: PathBuf,
+    /// Version it reports, e.g. `2.15.1`.
+    pub version: String,
+}
+
+impl ServerBinary {
+    /// Ask a binary for its version; `None` when it does not run or answer like nats-server.
+    pub fn probe(path: &Path) -> Option<Self> {
+        let out = std::process::Command::new(path).arg("--version").output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        let version = text
+            .split_whitespace()
+            .find_map(|w| {
+                let w = w.trim_start_matches('v');
+                crate::bus::version_parse(w).map(|_| w.to_owned())
+            })?;
+        Some(Self {
+            path: path.to_owned(),
+            version,
+        })
+    }
+
+    fn supported(&self) -> bool {
+        crate::bus::version_supported(&self.version)
+    }
+
+    /// Find the binary to use (see the module docs for the order).
+    pub fn locate() -> Result<Self, ServerError> {
+        if let Some(p) = std::env::var_os(ENV_NATS_SERVER) {
+            let path = PathBuf::from(p);
+            let bin = Self::probe(&path).ok_or_else(|| {
+                ServerError::NotFound(format!("{ENV_NATS_SERVER}={} does not run", path.display()))
+            })?;
+            return if bin.supported() {
+                Ok(bin)
+            } else {
+                Err(ServerError::TooOld {
+                    path: bin.path.display().to_string(),
+                    version: bin.version,
+                })
+            };
+        }
+        let mut too_old = None;
+        for candidate in candidates() {
+            if let Some(bin) = Self::probe(&candidate) {
+                if bin.supported() {
+                    return Ok(bin);
+                }
+                too_old.get_or_insert(bin);
+            }
+        }
+        match too_old {
+            Some(bin) => Err(ServerError::TooOld {
+                path: bin.path.display().to_string(),
+                version: bin.version,
+            }),
+            None => Err(ServerError::NotFound(format!(
+                "looked at ${ENV_NATS_SERVER}, {PROJECT_LOCAL_SERVER} and PATH"
+            ))),
+        }
+    }
+}
+
+fn candidates() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        roots.extend(cwd.ancestors().map(Path::to_path_buf));
+    }
+    // The workspace this crate was built in (tests, `cargo run`).
+    roots.extend(Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().map(Path::to_path_buf));
+    for root in roots {
+        let p = root.join(PROJECT_LOCAL_SERVER);
+        if p.is_file() && !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join("nats-server");
+            if p.is_file() && !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// How to run a server.
+#[derive(Clone, Debug, Default)]
+pub struct ServerOptions {
+    /// Port (default: a free loopback port).
+    pub port: Option<u16>,
+    /// JetStream store directory (default: a temporary directory removed on drop).
+    pub store_dir: Option<PathBuf>,
+    /// `sync_interval: always`: fsync every write (survives power loss; much slower).
+    pub sync_always: bool,
+}
+
+/// A nats-server child process with JetStream, on loopback. Killed when dropped.
+#[derive(Debug)]
+pub struct NatsServer {
+    binary: ServerBinary,
+    port: u16,
+    store_dir: PathBuf,
+    sync_always: bool,
+    child: Option<Child>,
+    log: Arc<Mutex<VecDeque<String>>>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl NatsServer {
+    /// Start a server on a free port with a temporary store: the test harness.
+    pub async fn start_temp() -> Result<Self, ServerError> {
+        Self::start(ServerOptions::default()).await
+    }
+
+    /// Start a server and wait until it is ready.
+    pub async fn start(opts: ServerOptions) -> Result<Self, ServerError> {
+        let binary = ServerBinary::locate()?;
+        let (store_dir, temp) = match opts.store_dir {
+            Some(dir) => (dir, None),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("choreo-nats-")
+                    .tempdir()
+                    .map_err(|source| ServerError::Io {
+                        what: "create temp dir".into(),
+                        source,
+                    })?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        std::fs::create_dir_all(&store_dir).map_err(|source| ServerError::Io {
+            what: format!("create store dir {}", store_dir.display()),
+            source,
+        })?;
+        let port = match opts.port {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        let mut server = Self {
+            binary,
+            port,
+            store_dir,
+            sync_always: opts.sync_always,
+            child: None,
+            log: Arc::new(Mutex::new(VecDeque::new())),
+            _temp: temp,
+        };
+        server.spawn().await?;
+        Ok(server)
+    }
+
+    /// `nats://127.0.0.1:<port>`
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The JetStream store directory.
+    pub fn store_dir(&self) -> &Path {
+        &self.store_dir
+    }
+
+    /// The binary in use.
+    pub fn binary(&self) -> &ServerBinary {
+        &self.binary
+    }
+
+    /// Process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// Kill the server with SIGKILL (a crash) and wait for it to exit.
+    pub async fn kill(&mut self) -> Result<(), ServerError> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.map_err(|source| ServerError::Io {
+                what: "kill".into(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Stop the server gracefully (SIGTERM), waiting up to 10 s before killing it.
+    pub async fn stop(&mut self) -> Result<(), ServerError> {
+        if let Some(mut child) = self.child.take() {
+            if let Some(pid) = child.id() {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status()
+                    .await;
+                if tokio::time::timeout(Duration::from_secs(10), child.wait())
+                    .await
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+            }
+            child.kill().await.map_err(|source| ServerError::Io {
+                what: "kill".into(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Kill and start again on the same port and store (state on disk survives).
+    pub async fn restart(&mut self) -> Result<(), ServerError> {
+        self.kill().await?;
+        self.spawn().await
+    }
+
+    /// The last lines the server logged.
+    pub fn log_tail(&self) -> String {
+        self.log
+            .lock()
+            .map(|l| l.iter().cloned().collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default()
+    }
+
+    async fn spawn(&mut self) -> Result<(), ServerError> {
+        let conf = self.store_dir.join("choreo-nats.conf");
+        let jetstream_dir = self.store_dir.join("jetstream");
+        let sync = if self.sync_always {
+            "\n  sync_interval: always"
+        } else {
+            ""
+        };
+        let text = format!(
+            "listen: \"127.0.0.1:{}\"\nserver_name: \"choreo-{}\"\njetstream {{\n  store_dir: {:?}{sync}\n}}\n",
+            self.port,
+            self.port,
+            jetstream_dir.display().to_string(),
+        );
+        std::fs::write(&conf, text).map_err(|source| ServerError::Io {
+            what: format!("write {}", conf.display()),
+            source,
+        })?;
+        let mut child = Command::new(&self.binary.path)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| ServerError::Io {
+                what: format!("start {}", self.binary.path.display()),
+                source,
+            })?;
+        let (ready_tx, mut ready_rx) = watch::channel(false);
+        if let Some(stderr) = child.stderr.take() {
+            let log = Arc::clone(&self.log);
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if line.contains("Server is ready") {
+                        let _ = ready_tx.send(true);
+                    }
+                    if let Ok(mut l) = log.lock() {
+                        if l.len() == LOG_LINES_KEPT {
+                            l.pop_front();
+                        }
+                        l.push_back(line);
+                    }
+                }
+            });
+        }
+        self.child = Some(child);
+        let ready = tokio::time::timeout(READY_TIMEOUT, ready_rx.wait_for(|r| *r)).await;
+        match ready {
+            Ok(Ok(_)) => Ok(()),
+            _ => {
+                let _ = self.kill().await;
+                Err(ServerError::NotReady {
+                    port: self.port,
+                    secs: READY_TIMEOUT.as_secs(),
+                    log: self.log_tail(),
+                })
+            }
+        }
+    }
+}
+
+/// A free TCP port on loopback (bound, then released).
+pub fn free_port() -> Result<u16, ServerError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| ServerError::Io {
+        what: "find a free port".into(),
+        source,
+    })?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|source| ServerError::Io {
+            what: "find a free port".into(),
+            source,
+        })
+}
+
