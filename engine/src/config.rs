@@ -263,9 +263,15 @@ mod tests {
         assert!(b().build().is_ok());
         assert!(b().partitions(0).build().is_err());
         assert!(b().namespace("a.b").build().is_err());
-        assert!(b().duplicate_window(Duration::from_secs(5)).build().is_err());
+        assert!(b()
+            .duplicate_window(Duration::from_secs(5))
+            .build()
+            .is_err());
         assert!(b().max_bytes(0).build().is_err());
         let c = b().namespace("shop").build().expect("valid");
-        assert_eq!((c.events_stream(), c.dlq_stream()), ("SHOP_EVENTS".into(), "SHOP_DLQ".into()));
+        assert_eq!(
+            (c.events_stream(), c.dlq_stream()),
+            ("SHOP_EVENTS".into(), "SHOP_DLQ".into())
+        );
     }
 }

@@ -118,7 +118,9 @@ pub enum ServerError {
         source: std::io::Error,
     },
     /// The server did not become ready in time.
-    #[error("nats-server did not accept connections on port {port} within {secs} s; its log: {log}")]
+    #[error(
+        "nats-server did not accept connections on port {port} within {secs} s; its log: {log}"
+    )]
     NotReady {
         /// The port.
         port: u16,

@@ -59,8 +59,7 @@ pub use bus::wire;
 pub use bus::wire::event_headers as headers_of;
 pub use bus::{
     Bus, DeadLetter, DlqReason, Published, StoredEvent, DLQ_ACTOR, DLQ_ATTEMPTS, DLQ_DETAIL,
-    DLQ_REASON, DLQ_STREAM_SEQ, DLQ_SUBJECT, DLQ_TIME, MIN_SERVER_VERSION,
-    PARTITIONS_METADATA_KEY,
+    DLQ_REASON, DLQ_STREAM_SEQ, DLQ_SUBJECT, DLQ_TIME, MIN_SERVER_VERSION, PARTITIONS_METADATA_KEY,
 };
 pub use config::{
     Auth, BusConfig, BusConfigBuilder, Replicas, Tls, DEFAULT_NATS_URL, ENV_NATS_URL,
@@ -71,10 +70,12 @@ pub use metrics::{ActorMetrics, Metrics};
 pub use node::{Node, NodeBuilder, RunningNode, DEFAULT_MAX_DELIVERIES, DEFAULT_MAX_DEPTH};
 pub use reactor::{EmitError, ReactContext, ReactError, Reactor};
 pub use retry::{RetryPolicy, RetryPolicyBuilder};
-pub use server::{free_port, NatsServer, ServerBinary, ServerOptions, ENV_NATS_SERVER, PROJECT_LOCAL_SERVER};
+pub use server::{
+    free_port, NatsServer, ServerBinary, ServerOptions, ENV_NATS_SERVER, PROJECT_LOCAL_SERVER,
+};
 
 pub use choreo_schemas as schemas;
 pub use choreo_schemas::{
-    ActorName, CodecError, CorrelationId, EnvelopeError, Event, EventId, EventRegistry,
-    EventType, Payload, Subjects, TraceParent,
+    ActorName, CodecError, CorrelationId, EnvelopeError, Event, EventId, EventRegistry, EventType,
+    Payload, Subjects, TraceParent,
 };

@@ -50,7 +50,11 @@ impl ActorCounters {
     }
 
     fn snapshot(&self) -> ActorMetrics {
-        let buckets: Vec<u64> = self.latency.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let buckets: Vec<u64> = self
+            .latency
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
         ActorMetrics {
             handled: self.handled.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
@@ -144,7 +148,10 @@ mod tests {
         a.latency(Duration::from_micros(3));
         a.latency(Duration::from_millis(5));
         let s = m.snapshot("a");
-        assert_eq!((s.handled, s.retried, s.failed, s.latency_count()), (1, 1, 0, 2));
+        assert_eq!(
+            (s.handled, s.retried, s.failed, s.latency_count()),
+            (1, 1, 0, 2)
+        );
         assert_eq!(s.latency_quantile_us(0.5), Some(4));
         assert_eq!(s.latency_quantile_us(1.0), Some(8192));
         assert_eq!(m.snapshot("never").latency_quantile_us(0.5), None);

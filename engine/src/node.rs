@@ -79,7 +79,8 @@ impl NodeBuilder {
     /// Register a typed payload: inputs of its type are validated by decoding them.
     pub fn register<P: Payload>(mut self) -> Self {
         if let Err(e) = self.registry.register::<P>() {
-            self.errors.push(format!("payload {}: {e}", std::any::type_name::<P>()));
+            self.errors
+                .push(format!("payload {}: {e}", std::any::type_name::<P>()));
         }
         self
     }
@@ -122,7 +123,9 @@ impl NodeBuilder {
         }
         let s = &self.settings;
         if s.lanes == 0 || s.fetch_batch == 0 {
-            return Err(ConfigError::new("concurrency and fetch_batch must be at least 1"));
+            return Err(ConfigError::new(
+                "concurrency and fetch_batch must be at least 1",
+            ));
         }
         if s.max_deliveries == 0 {
             return Err(ConfigError::new("max_deliveries must be at least 1"));
@@ -174,7 +177,14 @@ impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
             .field("bus", &self.bus)
-            .field("reactors", &self.hosts.iter().map(|h| h.name().as_str()).collect::<Vec<_>>())
+            .field(
+                "reactors",
+                &self
+                    .hosts
+                    .iter()
+                    .map(|h| h.name().as_str())
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -237,7 +247,9 @@ pub struct RunningNode {
 
 impl std::fmt::Debug for RunningNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningNode").field("bus", &self.bus).finish()
+        f.debug_struct("RunningNode")
+            .field("bus", &self.bus)
+            .finish()
     }
 }
 

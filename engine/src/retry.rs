@@ -92,7 +92,9 @@ impl RetryPolicyBuilder {
             return Err(ConfigError::new("retry max_attempts must be at least 1"));
         }
         if !(p.multiplier >= 1.0 && p.multiplier.is_finite()) {
-            return Err(ConfigError::new("retry multiplier must be a finite number >= 1"));
+            return Err(ConfigError::new(
+                "retry multiplier must be a finite number >= 1",
+            ));
         }
         if !(0.0..=1.0).contains(&p.jitter) {
             return Err(ConfigError::new("retry jitter must be within [0, 1]"));
@@ -127,8 +129,14 @@ mod tests {
             .expect("valid");
         let mut s = p.schedule();
         let d: Vec<Duration> = (0..6).map(|_| s.next_delay()).collect();
-        assert!(d[0] >= Duration::from_millis(50) && d[0] <= Duration::from_millis(150), "{d:?}");
-        assert!(d[1] >= Duration::from_millis(100) && d[1] <= Duration::from_millis(300), "{d:?}");
+        assert!(
+            d[0] >= Duration::from_millis(50) && d[0] <= Duration::from_millis(150),
+            "{d:?}"
+        );
+        assert!(
+            d[1] >= Duration::from_millis(100) && d[1] <= Duration::from_millis(300),
+            "{d:?}"
+        );
         assert!(d.iter().all(|x| *x <= Duration::from_millis(600)), "{d:?}");
     }
 

@@ -36,15 +36,16 @@ pub struct ServerBinary {
 impl ServerBinary {
     /// Ask a binary for its version; `None` when it does not run or answer like nats-server.
     pub fn probe(path: &Path) -> Option<Self> {
-        let out = std::process::Command::new(path).arg("--version").output().ok()?;
+        let out = std::process::Command::new(path)
+            .arg("--version")
+            .output()
+            .ok()?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
-        let version = text
-            .split_whitespace()
-            .find_map(|w| {
-                let w = w.trim_start_matches('v');
-                crate::bus::version_parse(w).map(|_| w.to_owned())
-            })?;
+        let version = text.split_whitespace().find_map(|w| {
+            let w = w.trim_start_matches('v');
+            crate::bus::version_parse(w).map(|_| w.to_owned())
+        })?;
         Some(Self {
             path: path.to_owned(),
             version,
@@ -99,7 +100,11 @@ fn candidates() -> Vec<PathBuf> {
         roots.extend(cwd.ancestors().map(Path::to_path_buf));
     }
     // The workspace this crate was built in (tests, `cargo run`).
-    roots.extend(Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().map(Path::to_path_buf));
+    roots.extend(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .map(Path::to_path_buf),
+    );
     for root in roots {
         let p = root.join(PROJECT_LOCAL_SERVER);
         if p.is_file() && !out.contains(&p) {
@@ -333,4 +338,3 @@ pub fn free_port() -> Result<u16, ServerError> {
             source,
         })
 }
-

@@ -3,7 +3,10 @@
 mod common;
 
 use anyhow::Result;
-use choreo::{Bus, BusConfig, BusError, CorrelationId, Event, EventType, Node, NodeError, Payload, ReactContext, ReactError, Reactor};
+use choreo::{
+    Bus, BusConfig, BusError, CorrelationId, Event, EventType, Node, NodeError, Payload,
+    ReactContext, ReactError, Reactor,
+};
 use common::Harness;
 use serde::{Deserialize, Serialize};
 
@@ -20,8 +23,21 @@ async fn provisioning_is_idempotent_and_records_the_partition_count() -> Result<
     let h = Harness::with_partitions(4).await?;
     // A second connect with the same config is fine.
     Bus::connect(h.config()?).await?;
-    let info = h.bus.jetstream().get_stream("CHOREO_EVENTS").await?.info().await?.config.clone();
-    assert_eq!(info.metadata.get(choreo::PARTITIONS_METADATA_KEY).map(String::as_str), Some("4"));
+    let info = h
+        .bus
+        .jetstream()
+        .get_stream("CHOREO_EVENTS")
+        .await?
+        .info()
+        .await?
+        .config
+        .clone();
+    assert_eq!(
+        info.metadata
+            .get(choreo::PARTITIONS_METADATA_KEY)
+            .map(String::as_str),
+        Some("4")
+    );
     assert!(info.duplicate_window >= choreo::MIN_DUPLICATE_WINDOW);
     assert_eq!(info.subjects, vec!["choreo.evt.>".to_owned()]);
     h.bus.jetstream().get_stream("CHOREO_DLQ").await?;
@@ -31,11 +47,27 @@ async fn provisioning_is_idempotent_and_records_the_partition_count() -> Result<
 #[tokio::test]
 async fn a_node_with_another_partition_count_refuses_to_start() -> Result<()> {
     let h = Harness::with_partitions(4).await?;
-    let other = BusConfig::builder().url(h.server.url()).partitions(8).build()?;
+    let other = BusConfig::builder()
+        .url(h.server.url())
+        .partitions(8)
+        .build()?;
     let err = Bus::connect(other.clone()).await.expect_err("must refuse");
-    assert!(matches!(err, BusError::PartitionMismatch { log: 4, configured: 8, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            BusError::PartitionMismatch {
+                log: 4,
+                configured: 8,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let msg = err.to_string();
-    assert!(msg.contains("created with 4 partitions") && msg.contains("configured with 8"), "{msg}");
+    assert!(
+        msg.contains("created with 4 partitions") && msg.contains("configured with 8"),
+        "{msg}"
+    );
 
     struct Idle;
     impl Reactor for Idle {
@@ -52,8 +84,17 @@ async fn a_node_with_another_partition_count_refuses_to_start() -> Result<()> {
             Ok(())
         }
     }
-    let node_err = Node::builder().bus(other).reactor(Idle).build()?.start().await.expect_err("must refuse");
-    assert!(matches!(node_err, NodeError::Bus(BusError::PartitionMismatch { .. })), "{node_err:?}");
+    let node_err = Node::builder()
+        .bus(other)
+        .reactor(Idle)
+        .build()?
+        .start()
+        .await
+        .expect_err("must refuse");
+    assert!(
+        matches!(node_err, NodeError::Bus(BusError::PartitionMismatch { .. })),
+        "{node_err:?}"
+    );
     Ok(())
 }
 
@@ -67,10 +108,22 @@ async fn publishing_the_same_event_twice_stores_it_once() -> Result<()> {
     assert!(!first.duplicate && again.duplicate);
     assert_eq!(first.stream_sequence, again.stream_sequence);
     let many: Vec<Event> = (0..50)
-        .map(|i| Event::root("urn:test", c.clone(), &Noted { text: i.to_string() }))
+        .map(|i| {
+            Event::root(
+                "urn:test",
+                c.clone(),
+                &Noted {
+                    text: i.to_string(),
+                },
+            )
+        })
         .collect::<Result<_, _>>()?;
     let acks = h.bus.publish_all(&many).await?;
-    assert!(acks.windows(2).all(|w| w[0].stream_sequence < w[1].stream_sequence), "in order");
+    assert!(
+        acks.windows(2)
+            .all(|w| w[0].stream_sequence < w[1].stream_sequence),
+        "in order"
+    );
     let history = h.bus.history(&c).await?;
     assert_eq!(history.len(), 51);
     let subject = &history[0].subject;
@@ -87,6 +140,11 @@ async fn connecting_to_nothing_is_a_clear_error() -> Result<()> {
         .request_timeout(std::time::Duration::from_secs(1))
         .build()?;
     let err = Bus::connect(cfg).await.expect_err("nothing listens");
-    assert!(err.to_string().starts_with(&format!("cannot connect to NATS at nats://127.0.0.1:{port}")), "{err}");
+    assert!(
+        err.to_string().starts_with(&format!(
+            "cannot connect to NATS at nats://127.0.0.1:{port}"
+        )),
+        "{err}"
+    );
     Ok(())
 }

@@ -44,7 +44,10 @@ struct Step<I, O> {
 }
 impl<I, O> Step<I, O> {
     fn new(name: &'static str) -> Self {
-        Self { name, _t: std::marker::PhantomData }
+        Self {
+            name,
+            _t: std::marker::PhantomData,
+        }
     }
 }
 trait HasN: Payload {
@@ -95,7 +98,10 @@ async fn chained_reactors_stamp_correlation_causation_depth_and_trace() -> Resul
 
     let end = wait_events(&h.bus, &h.bus.subjects().type_filter(&End::event_type()), 1).await?;
     let history = h.bus.history(&corr("chain-1")).await?;
-    let events: Vec<Event> = history.into_iter().map(|s| s.event).collect::<Result<_, _>>()?;
+    let events: Vec<Event> = history
+        .into_iter()
+        .map(|s| s.event)
+        .collect::<Result<_, _>>()?;
     assert_eq!(events.len(), 3, "root, middle, end: {events:#?}");
     let (r, m, e) = (&events[0], &events[1], &events[2]);
     assert_eq!(r.id, root.id);
@@ -104,7 +110,12 @@ async fn chained_reactors_stamp_correlation_causation_depth_and_trace() -> Resul
     assert_eq!((e.causation, e.depth), (m.id, 2));
     assert!(events.iter().all(|x| x.correlation.as_str() == "chain-1"));
     let trace = r.traceparent.map(|t| t.trace_id);
-    assert!(trace.is_some() && events.iter().all(|x| x.traceparent.map(|t| t.trace_id) == trace));
+    assert!(
+        trace.is_some()
+            && events
+                .iter()
+                .all(|x| x.traceparent.map(|t| t.trace_id) == trace)
+    );
     assert_eq!(e.decode::<End>()?.n, 3);
     assert_eq!(m.source, "/actors/a");
     node.shutdown().await?;
@@ -143,7 +154,11 @@ impl Reactor for Flaky {
             *n += 1;
             *n
         };
-        assert_eq!(ctx.attempt(), seen, "ctx.attempt counts attempts of this delivery");
+        assert_eq!(
+            ctx.attempt(),
+            seen,
+            "ctx.attempt counts attempts of this delivery"
+        );
         if seen <= self.fail_first {
             return Err(ReactError::transient(format!("flake {seen}")));
         }
@@ -158,17 +173,27 @@ async fn transient_failures_are_retried_and_counted() -> Result<()> {
     let attempts = Arc::new(Mutex::new(BTreeMap::new()));
     let node = Node::builder()
         .bus(h.config()?)
-        .reactor(Flaky { name: "flaky", fail_first: 3, attempts: attempts.clone() })
+        .reactor(Flaky {
+            name: "flaky",
+            fail_first: 3,
+            attempts: attempts.clone(),
+        })
         .build()?
         .start()
         .await?;
-    h.bus.publish(&Event::root("urn:test", corr("flaky-1"), &Start { n: 0 })?).await?;
+    h.bus
+        .publish(&Event::root("urn:test", corr("flaky-1"), &Start { n: 0 })?)
+        .await?;
     let out = wait_events(&h.bus, &h.bus.subjects().type_filter(&End::event_type()), 1).await?;
     assert_eq!(out[0].decode::<End>()?.n, 4, "succeeded on the 4th attempt");
     let metrics = node.metrics().clone();
     node.shutdown().await?; // finishes the in-flight ack
     let m = metrics.snapshot("flaky");
-    assert_eq!((m.failed, m.retried, m.handled, m.dead_lettered), (3, 3, 1, 0), "{m:?}");
+    assert_eq!(
+        (m.failed, m.retried, m.handled, m.dead_lettered),
+        (3, 3, 1, 0),
+        "{m:?}"
+    );
     assert_eq!(m.latency_count(), 4);
     let history = h.bus.history(&corr("flaky-1")).await?;
     assert_eq!(history.len(), 2, "one input, exactly one output");
@@ -181,7 +206,11 @@ async fn always_failing_input_is_dead_lettered_and_the_node_keeps_going() -> Res
     let attempts = Arc::new(Mutex::new(BTreeMap::new()));
     let node = Node::builder()
         .bus(h.config()?)
-        .reactor(Flaky { name: "doomed", fail_first: u32::MAX, attempts: attempts.clone() })
+        .reactor(Flaky {
+            name: "doomed",
+            fail_first: u32::MAX,
+            attempts: attempts.clone(),
+        })
         .reactor(Step::<Middle, End>::new("healthy"))
         .build()?
         .start()
@@ -190,13 +219,30 @@ async fn always_failing_input_is_dead_lettered_and_the_node_keeps_going() -> Res
     h.bus.publish(&bad).await?;
     let letters = wait_dead_letters(&h.bus, 1).await?;
     let l = &letters[0];
-    assert_eq!((l.reason.as_str(), l.actor.as_str(), l.attempts), ("max_attempts", "doomed", 4));
-    assert!(l.detail.contains("flake 4"), "detail names the last error: {}", l.detail);
-    assert_eq!(l.event.as_ref().map(|e| e.id).ok(), Some(bad.id), "original event kept");
-    assert!(l.original_subject.ends_with(".doomed-1.test.start.v1"), "{}", l.original_subject);
+    assert_eq!(
+        (l.reason.as_str(), l.actor.as_str(), l.attempts),
+        ("max_attempts", "doomed", 4)
+    );
+    assert!(
+        l.detail.contains("flake 4"),
+        "detail names the last error: {}",
+        l.detail
+    );
+    assert_eq!(
+        l.event.as_ref().map(|e| e.id).ok(),
+        Some(bad.id),
+        "original event kept"
+    );
+    assert!(
+        l.original_subject.ends_with(".doomed-1.test.start.v1"),
+        "{}",
+        l.original_subject
+    );
 
     // The node still handles other events, including new inputs for the same actor type.
-    h.bus.publish(&Event::root("urn:test", corr("ok-1"), &Middle { n: 1 })?).await?;
+    h.bus
+        .publish(&Event::root("urn:test", corr("ok-1"), &Middle { n: 1 })?)
+        .await?;
     wait_events(&h.bus, &h.bus.subjects().type_filter(&End::event_type()), 1).await?;
     let metrics = node.metrics().clone();
     node.shutdown().await?;
@@ -227,28 +273,53 @@ async fn malformed_messages_land_in_the_dlq_with_distinct_reasons() -> Result<()
     // 2. valid envelope, garbage body for a typed payload
     let mut garbage = Event::root_raw("urn:raw", c.clone(), Start::event_type(), vec![0xc1, 0xff]);
     garbage.subject = None;
-    js.publish_with_headers(subject.clone(), headers_of(&garbage), garbage.data.clone().into())
-        .await?
-        .await?;
+    js.publish_with_headers(
+        subject.clone(),
+        headers_of(&garbage),
+        garbage.data.clone().into(),
+    )
+    .await?
+    .await?;
     // 3. valid envelope of a type nobody consumes, on a consumed subject
-    let unknown = Event::root_raw("urn:raw", c.clone(), EventType::new("test.exploded.v1")?, vec![0x80]);
-    js.publish_with_headers(subject.clone(), headers_of(&unknown), unknown.data.clone().into())
-        .await?
-        .await?;
+    let unknown = Event::root_raw(
+        "urn:raw",
+        c.clone(),
+        EventType::new("test.exploded.v1")?,
+        vec![0x80],
+    );
+    js.publish_with_headers(
+        subject.clone(),
+        headers_of(&unknown),
+        unknown.data.clone().into(),
+    )
+    .await?
+    .await?;
 
     let letters = wait_dead_letters(&h.bus, 3).await?;
     let reasons: BTreeSet<&str> = letters.iter().map(|l| l.reason.as_str()).collect();
-    assert_eq!(reasons, BTreeSet::from(["invalid_envelope", "bad_payload", "unknown_type"]));
+    assert_eq!(
+        reasons,
+        BTreeSet::from(["invalid_envelope", "bad_payload", "unknown_type"])
+    );
     for l in &letters {
         assert_eq!((l.actor.as_str(), l.attempts), ("strict", 0), "{l:?}");
         assert!(!l.detail.is_empty());
     }
-    let envelope = letters.iter().find(|l| l.reason == "invalid_envelope").expect("present");
+    let envelope = letters
+        .iter()
+        .find(|l| l.reason == "invalid_envelope")
+        .expect("present");
     assert_eq!(envelope.body, b"hello", "original body kept");
-    assert!(envelope.detail.contains("missing header ce-specversion"), "{}", envelope.detail);
+    assert!(
+        envelope.detail.contains("missing header ce-specversion"),
+        "{}",
+        envelope.detail
+    );
 
     // Still alive: a good event goes through.
-    h.bus.publish(&Event::root("urn:test", corr("raw-2"), &Start { n: 1 })?).await?;
+    h.bus
+        .publish(&Event::root("urn:test", corr("raw-2"), &Start { n: 1 })?)
+        .await?;
     wait_events(&h.bus, &h.bus.subjects().type_filter(&End::event_type()), 1).await?;
     node.shutdown().await?;
     Ok(())
@@ -304,17 +375,33 @@ async fn a_causal_loop_is_cut_at_the_depth_limit() -> Result<()> {
         .build()?
         .start()
         .await?;
-    h.bus.publish(&Event::root("urn:test", corr("loop-1"), &Ping)?).await?;
+    h.bus
+        .publish(&Event::root("urn:test", corr("loop-1"), &Ping)?)
+        .await?;
     let letters = wait_dead_letters(&h.bus, 1).await?;
     let l = &letters[0];
     assert_eq!(l.reason, "depth_exceeded");
-    assert!(l.detail.contains("depth 7 exceeds the limit 6"), "{}", l.detail);
+    assert!(
+        l.detail.contains("depth 7 exceeds the limit 6"),
+        "{}",
+        l.detail
+    );
     let cut = l.event.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
-    assert_eq!(cut.depth, 6, "the event at the limit is the one dead-lettered");
+    assert_eq!(
+        cut.depth, 6,
+        "the event at the limit is the one dead-lettered"
+    );
     node.shutdown().await?;
     let history = h.bus.history(&corr("loop-1")).await?;
-    let depths: Vec<u32> = history.iter().map(|s| s.event.as_ref().map(|e| e.depth).unwrap_or(u32::MAX)).collect();
-    assert_eq!(depths, (0..=6).collect::<Vec<_>>(), "nothing beyond the limit reached the log");
+    let depths: Vec<u32> = history
+        .iter()
+        .map(|s| s.event.as_ref().map(|e| e.depth).unwrap_or(u32::MAX))
+        .collect();
+    assert_eq!(
+        depths,
+        (0..=6).collect::<Vec<_>>(),
+        "nothing beyond the limit reached the log"
+    );
     Ok(())
 }
 
@@ -335,12 +422,17 @@ async fn competing_instances_share_one_consumer() -> Result<()> {
         }
         async fn react(&self, e: &Event, ctx: &mut ReactContext) -> Result<(), ReactError> {
             self.0.fetch_add(1, Ordering::SeqCst);
-            ctx.emit(&End { n: e.decode::<Start>()?.n })?;
+            ctx.emit(&End {
+                n: e.decode::<Start>()?.n,
+            })?;
             Ok(())
         }
     }
     let node = |c: Arc<AtomicU32>| -> Result<Node> {
-        Ok(Node::builder().bus(h.config()?).reactor(Counting(c)).build()?)
+        Ok(Node::builder()
+            .bus(h.config()?)
+            .reactor(Counting(c))
+            .build()?)
     };
     let n1 = node(calls.clone())?.start().await?;
     let n2 = node(calls.clone())?.start().await?;
@@ -348,14 +440,29 @@ async fn competing_instances_share_one_consumer() -> Result<()> {
         .map(|i| Event::root("urn:test", corr(&format!("c{i}")), &Start { n: i }))
         .collect::<Result<_, _>>()?;
     h.bus.publish_all(&events).await?;
-    let out = wait_events(&h.bus, &h.bus.subjects().type_filter(&End::event_type()), 40).await?;
-    let ns: BTreeSet<u32> = out.iter().map(|e| e.decode::<End>().map(|x| x.n)).collect::<Result<_, _>>()?;
+    let out = wait_events(
+        &h.bus,
+        &h.bus.subjects().type_filter(&End::event_type()),
+        40,
+    )
+    .await?;
+    let ns: BTreeSet<u32> = out
+        .iter()
+        .map(|e| e.decode::<End>().map(|x| x.n))
+        .collect::<Result<_, _>>()?;
     assert_eq!(ns.len(), 40);
     let (m1, m2) = (n1.metrics().clone(), n2.metrics().clone());
     n1.shutdown().await?;
     n2.shutdown().await?;
-    let (a, b) = (m1.snapshot("counting").handled, m2.snapshot("counting").handled);
-    assert_eq!(a + b, 40, "each input handled once across both instances ({a} + {b})");
+    let (a, b) = (
+        m1.snapshot("counting").handled,
+        m2.snapshot("counting").handled,
+    );
+    assert_eq!(
+        a + b,
+        40,
+        "each input handled once across both instances ({a} + {b})"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 40);
     Ok(())
 }

@@ -27,7 +27,10 @@ impl EventType {
             return Err(IdError::new(
                 "event type",
                 &value,
-                format!("has {} tokens, the limit is {MAX_TYPE_TOKENS}", tokens.len()),
+                format!(
+                    "has {} tokens, the limit is {MAX_TYPE_TOKENS}",
+                    tokens.len()
+                ),
             ));
         }
         for token in &tokens {
@@ -85,7 +88,10 @@ mod tests {
 
     #[test]
     fn validates_tokens() {
-        assert_eq!(EventType::new("order.placed.v1").map(|t| t.token_count()), Ok(3));
+        assert_eq!(
+            EventType::new("order.placed.v1").map(|t| t.token_count()),
+            Ok(3)
+        );
         assert!(EventType::new("order..v1").is_err());
         assert!(EventType::new("order.*.v1").is_err());
         assert!(EventType::new("a.b.c.d.e.f.g.h.i").is_err());

@@ -146,8 +146,8 @@ where
     } else {
         return Err(EnvelopeError::Missing(DATACONTENTTYPE));
     }
-    let correlation =
-        CorrelationId::new(require(CORRELATIONID)?).map_err(|e| invalid(CORRELATIONID, e.to_string()))?;
+    let correlation = CorrelationId::new(require(CORRELATIONID)?)
+        .map_err(|e| invalid(CORRELATIONID, e.to_string()))?;
     let causation: EventId = require(CAUSATIONID)?
         .parse()
         .map_err(|e: crate::error::IdError| invalid(CAUSATIONID, e.to_string()))?;
@@ -197,8 +197,12 @@ mod tests {
     fn round_trip_keeps_every_attribute() {
         let e = sample();
         let h = to_headers(&e);
-        assert!(h.iter().any(|(k, v)| *k == NATS_MSG_ID && *v == e.id.to_string()));
-        assert!(h.iter().any(|(k, v)| *k == SOURCE && v == "urn:test%20source/%C3%BC"));
+        assert!(h
+            .iter()
+            .any(|(k, v)| *k == NATS_MSG_ID && *v == e.id.to_string()));
+        assert!(h
+            .iter()
+            .any(|(k, v)| *k == SOURCE && v == "urn:test%20source/%C3%BC"));
         let back = decode(&h, &e.data).expect("decodes");
         // RFC 3339 keeps nanoseconds, so the whole event compares equal.
         assert_eq!(back, e);
@@ -208,13 +212,19 @@ mod tests {
     fn each_problem_is_named() {
         let e = sample();
         let without = |name: &str| {
-            let h: Vec<_> = to_headers(&e).into_iter().filter(|(k, _)| *k != name).collect();
+            let h: Vec<_> = to_headers(&e)
+                .into_iter()
+                .filter(|(k, _)| *k != name)
+                .collect();
             decode(&h, b"").expect_err("must fail").to_string()
         };
         assert_eq!(without(ID), "missing header ce-id");
         assert_eq!(without(CORRELATIONID), "missing header ce-correlationid");
         let with = |name: &'static str, value: &str| {
-            let mut h: Vec<_> = to_headers(&e).into_iter().filter(|(k, _)| *k != name).collect();
+            let mut h: Vec<_> = to_headers(&e)
+                .into_iter()
+                .filter(|(k, _)| *k != name)
+                .collect();
             h.push((name, value.to_owned()));
             decode(&h, b"").expect_err("must fail").to_string()
         };
@@ -226,14 +236,19 @@ mod tests {
         assert!(with(SOURCE, "%FF").contains("percent-encoded"));
         let mut dup = to_headers(&e);
         dup.push((ID, EventId::new_root().to_string()));
-        assert_eq!(decode(&dup, b"").expect_err("dup").to_string(), "header ce-id is present more than once");
+        assert_eq!(
+            decode(&dup, b"").expect_err("dup").to_string(),
+            "header ce-id is present more than once"
+        );
     }
 
     #[test]
     fn header_names_match_case_insensitively() {
         let e = sample();
-        let upper: Vec<(String, String)> =
-            to_headers(&e).into_iter().map(|(k, v)| (k.to_ascii_uppercase(), v)).collect();
+        let upper: Vec<(String, String)> = to_headers(&e)
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_uppercase(), v))
+            .collect();
         let back = from_headers(upper.iter().map(|(k, v)| (k.as_str(), v.as_str())), &e.data);
         assert_eq!(back.expect("decodes"), e);
     }
@@ -249,19 +264,21 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..200),
             any::<i64>().prop_map(|s| s.rem_euclid(253_402_300_799)),
         )
-            .prop_map(|(source, corr, tokens, subject, tracestate, depth, data, secs)| {
-                let mut e = Event::root_raw(
-                    source,
-                    CorrelationId::new(corr).expect("strategy yields valid ids"),
-                    EventType::new(tokens.join(".")).expect("strategy yields valid types"),
-                    data,
-                );
-                e.subject = subject;
-                e.tracestate = tracestate;
-                e.depth = depth;
-                e.time = OffsetDateTime::from_unix_timestamp(secs).expect("in range");
-                e
-            })
+            .prop_map(
+                |(source, corr, tokens, subject, tracestate, depth, data, secs)| {
+                    let mut e = Event::root_raw(
+                        source,
+                        CorrelationId::new(corr).expect("strategy yields valid ids"),
+                        EventType::new(tokens.join(".")).expect("strategy yields valid types"),
+                        data,
+                    );
+                    e.subject = subject;
+                    e.tracestate = tracestate;
+                    e.depth = depth;
+                    e.time = OffsetDateTime::from_unix_timestamp(secs).expect("in range");
+                    e
+                },
+            )
     }
 
     proptest! {

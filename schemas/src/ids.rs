@@ -145,9 +145,18 @@ mod tests {
         let actor = ActorName::new("billing").expect("valid");
         let other = ActorName::new("shipping").expect("valid");
         let input = EventId::new_root();
-        assert_eq!(EventId::derived(&actor, &input, 0), EventId::derived(&actor, &input, 0));
-        assert_ne!(EventId::derived(&actor, &input, 0), EventId::derived(&actor, &input, 1));
-        assert_ne!(EventId::derived(&actor, &input, 0), EventId::derived(&other, &input, 0));
+        assert_eq!(
+            EventId::derived(&actor, &input, 0),
+            EventId::derived(&actor, &input, 0)
+        );
+        assert_ne!(
+            EventId::derived(&actor, &input, 0),
+            EventId::derived(&actor, &input, 1)
+        );
+        assert_ne!(
+            EventId::derived(&actor, &input, 0),
+            EventId::derived(&other, &input, 0)
+        );
     }
 
     #[test]

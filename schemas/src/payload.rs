@@ -33,7 +33,10 @@ pub trait Payload: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn event_type() -> EventType {
         match EventType::new(Self::TYPE) {
             Ok(t) => t,
-            Err(e) => panic!("Payload::TYPE of {} is invalid: {e}", std::any::type_name::<Self>()),
+            Err(e) => panic!(
+                "Payload::TYPE of {} is invalid: {e}",
+                std::any::type_name::<Self>()
+            ),
         }
     }
 }

@@ -87,9 +87,15 @@ mod tests {
         let ty = Placed::event_type();
         let good = crate::payload::encode_data(&Placed { order: "o".into() }).expect("encodes");
         assert!(r.validate(&ty, &good).is_ok());
-        assert!(matches!(r.validate(&ty, b"\xc1junk"), Err(RegistryError::BadPayload(_))));
+        assert!(matches!(
+            r.validate(&ty, b"\xc1junk"),
+            Err(RegistryError::BadPayload(_))
+        ));
         let other = EventType::new("order.shipped.v1").expect("valid");
-        assert!(matches!(r.validate(&other, &good), Err(RegistryError::UnknownType(_))));
+        assert!(matches!(
+            r.validate(&other, &good),
+            Err(RegistryError::UnknownType(_))
+        ));
         r.register_opaque(other.clone());
         assert!(r.validate(&other, b"anything").is_ok());
     }

@@ -79,7 +79,9 @@ impl Subjects {
 
     /// Split an event subject into (partition, correlation token, type), if it has the shape.
     pub fn parse_event<'a>(&self, subject: &'a str) -> Option<(u16, &'a str, &'a str)> {
-        let rest = subject.strip_prefix(self.root.as_str())?.strip_prefix(".evt.")?;
+        let rest = subject
+            .strip_prefix(self.root.as_str())?
+            .strip_prefix(".evt.")?;
         let mut parts = rest.splitn(3, '.');
         let partition = parts.next()?.parse().ok()?;
         let correlation = parts.next()?;

@@ -9,7 +9,10 @@ pub(crate) fn token_problem(s: &str) -> Option<String> {
         return Some("is empty".to_owned());
     }
     if s.len() > MAX_TOKEN_LEN {
-        return Some(format!("is {} bytes long, the limit is {MAX_TOKEN_LEN}", s.len()));
+        return Some(format!(
+            "is {} bytes long, the limit is {MAX_TOKEN_LEN}",
+            s.len()
+        ));
     }
     if let Some(c) = s
         .chars()
@@ -29,7 +32,15 @@ mod tests {
     #[test]
     fn accepts_plain_tokens_and_rejects_subject_syntax() {
         assert!(token_problem("order-42_a").is_none());
-        for bad in ["", "a.b", "a b", "*", ">", "é", &"x".repeat(MAX_TOKEN_LEN + 1)] {
+        for bad in [
+            "",
+            "a.b",
+            "a b",
+            "*",
+            ">",
+            "é",
+            &"x".repeat(MAX_TOKEN_LEN + 1),
+        ] {
             assert!(token_problem(bad).is_some(), "{bad:?} should be rejected");
         }
     }

@@ -117,9 +117,15 @@ pub(crate) fn dead_letter_headers(
             }
         }
     }
-    out.insert(headers::NATS_MSG_ID, format!("dlq-{actor}-{stream_seq}").as_str());
+    out.insert(
+        headers::NATS_MSG_ID,
+        format!("dlq-{actor}-{stream_seq}").as_str(),
+    );
     out.insert(DLQ_REASON, reason.code());
-    out.insert(DLQ_DETAIL, headers::encode_value(&reason.to_string()).as_str());
+    out.insert(
+        DLQ_DETAIL,
+        headers::encode_value(&reason.to_string()).as_str(),
+    );
     out.insert(DLQ_ACTOR, actor.as_str());
     out.insert(DLQ_ATTEMPTS, attempts.to_string().as_str());
     out.insert(DLQ_STREAM_SEQ, stream_seq.to_string().as_str());
@@ -192,13 +198,30 @@ mod tests {
         let reason = DlqReason::MaxAttempts {
             last_error: "db down 100%".into(),
         };
-        let h = dead_letter_headers(Some(&original), &actor, &reason, 5, 42, "choreo.evt.1.c.a.b.v1");
+        let h = dead_letter_headers(
+            Some(&original),
+            &actor,
+            &reason,
+            5,
+            42,
+            "choreo.evt.1.c.a.b.v1",
+        );
         let letter = DeadLetter::from_message(7, Some(&h), b"body");
         assert_eq!(letter.reason, "max_attempts");
         assert!(letter.detail.contains("db down 100%"), "{}", letter.detail);
-        assert_eq!((letter.actor.as_str(), letter.attempts, letter.original_sequence), ("billing", 5, 42));
+        assert_eq!(
+            (
+                letter.actor.as_str(),
+                letter.attempts,
+                letter.original_sequence
+            ),
+            ("billing", 5, 42)
+        );
         assert_eq!(h.get("ce-type").map(|v| v.as_str()), Some("a.b.v1"));
-        assert_eq!(h.get(headers::NATS_MSG_ID).map(|v| v.as_str()), Some("dlq-billing-42"));
+        assert_eq!(
+            h.get(headers::NATS_MSG_ID).map(|v| v.as_str()),
+            Some("dlq-billing-42")
+        );
     }
 
     #[test]
@@ -209,8 +232,13 @@ mod tests {
             DlqReason::UnknownType(String::new()),
             DlqReason::BadPayload(String::new()),
             DlqReason::DepthExceeded { depth: 1, limit: 0 },
-            DlqReason::MaxDeliveries { delivered: 1, limit: 0 },
-            DlqReason::MaxAttempts { last_error: String::new() },
+            DlqReason::MaxDeliveries {
+                delivered: 1,
+                limit: 0,
+            },
+            DlqReason::MaxAttempts {
+                last_error: String::new(),
+            },
             DlqReason::Rejected(String::new()),
         ];
         let codes: std::collections::BTreeSet<_> = all.iter().map(DlqReason::code).collect();

@@ -16,7 +16,10 @@ use futures::future::try_join_all;
 use crate::config::{Auth, BusConfig};
 use crate::error::BusError;
 
-pub use dead_letter::{DeadLetter, DlqReason, DLQ_ACTOR, DLQ_ATTEMPTS, DLQ_DETAIL, DLQ_REASON, DLQ_STREAM_SEQ, DLQ_SUBJECT, DLQ_TIME};
+pub use dead_letter::{
+    DeadLetter, DlqReason, DLQ_ACTOR, DLQ_ATTEMPTS, DLQ_DETAIL, DLQ_REASON, DLQ_STREAM_SEQ,
+    DLQ_SUBJECT, DLQ_TIME,
+};
 pub use provision::PARTITIONS_METADATA_KEY;
 pub use read::StoredEvent;
 pub use version::MIN_SERVER_VERSION;
@@ -115,6 +118,22 @@ impl Bus {
         self.inner.subjects.event(p, &event.correlation, &event.ty)
     }
 
+    /// The subject filter for events of one correlation and/or one type (all events if neither).
+    pub fn filter_for(
+        &self,
+        correlation: Option<&choreo_schemas::CorrelationId>,
+        ty: Option<&choreo_schemas::EventType>,
+    ) -> String {
+        let s = &self.inner.subjects;
+        let p = |c| partition_of(c, self.inner.config.partitions);
+        match (correlation, ty) {
+            (Some(c), Some(t)) => s.event(p(c), c, t),
+            (Some(c), None) => s.correlation_filter(p(c), c),
+            (None, Some(t)) => s.type_filter(t),
+            (None, None) => s.all_events(),
+        }
+    }
+
     /// Publish one event and wait for JetStream's ack.
     pub async fn publish(&self, event: &Event) -> Result<Published, BusError> {
         let subject = self.subject_of(event);
@@ -194,13 +213,17 @@ async fn connect_client(cfg: &BusConfig) -> Result<Client, BusError> {
         .connection_timeout(cfg.request_timeout);
     opts = match &cfg.auth {
         Auth::None => opts,
-        Auth::UserPassword { user, password } => opts.user_and_password(user.clone(), password.clone()),
+        Auth::UserPassword { user, password } => {
+            opts.user_and_password(user.clone(), password.clone())
+        }
         Auth::Token(t) => opts.token(t.clone()),
         Auth::NKey(seed) => opts.nkey(seed.clone()),
-        Auth::CredsFile(path) => opts
-            .credentials_file(path)
-            .await
-            .map_err(|e| err(format!("cannot read credentials file {}: {e}", path.display())))?,
+        Auth::CredsFile(path) => opts.credentials_file(path).await.map_err(|e| {
+            err(format!(
+                "cannot read credentials file {}: {e}",
+                path.display()
+            ))
+        })?,
     };
     if cfg.tls.required {
         opts = opts.require_tls(true);

@@ -53,7 +53,9 @@ pub(crate) fn check_partitions(
     let Some(recorded) = recorded else {
         return Err(BusError::IncompatibleStream {
             stream: stream_name.to_owned(),
-            reason: format!("it has no {PARTITIONS_METADATA_KEY} metadata; it was not created by choreo"),
+            reason: format!(
+                "it has no {PARTITIONS_METADATA_KEY} metadata; it was not created by choreo"
+            ),
         });
     };
     let log: u16 = recorded.parse().map_err(|_| BusError::IncompatibleStream {
@@ -111,7 +113,10 @@ mod tests {
         assert!(check_partitions("S", Some(&"8".to_owned()), 8).is_ok());
         let err = check_partitions("S", Some(&"8".to_owned()), 4).expect_err("mismatch");
         let msg = err.to_string();
-        assert!(msg.contains("8 partitions") && msg.contains("configured with 4"), "{msg}");
+        assert!(
+            msg.contains("8 partitions") && msg.contains("configured with 4"),
+            "{msg}"
+        );
         assert!(check_partitions("S", None, 4).is_err());
         assert!(check_partitions("S", Some(&"x".to_owned()), 4).is_err());
     }

@@ -34,7 +34,9 @@ impl Bus {
     /// Every event whose subject matches `filter`, in log order (a snapshot: reads up to the
     /// last message present when the read started).
     pub async fn read_events(&self, filter: &str) -> Result<Vec<StoredEvent>, BusError> {
-        let raw = self.read_raw(&self.config().events_stream(), filter).await?;
+        let raw = self
+            .read_raw(&self.config().events_stream(), filter)
+            .await?;
         Ok(raw
             .into_iter()
             .map(|m| StoredEvent {
@@ -93,7 +95,9 @@ impl Bus {
             .follow_raw(&self.config().dlq_stream(), &filter, from_start)
             .await?;
         Ok(raw
-            .map(|m| m.map(|m| DeadLetter::from_message(m.sequence, m.headers.as_ref(), &m.payload)))
+            .map(|m| {
+                m.map(|m| DeadLetter::from_message(m.sequence, m.headers.as_ref(), &m.payload))
+            })
             .boxed())
     }
 
@@ -139,7 +143,11 @@ impl Bus {
             .boxed())
     }
 
-    pub(crate) async fn read_raw(&self, stream: &str, filter: &str) -> Result<Vec<RawStored>, BusError> {
+    pub(crate) async fn read_raw(
+        &self,
+        stream: &str,
+        filter: &str,
+    ) -> Result<Vec<RawStored>, BusError> {
         let what = || format!("read {stream} {filter}");
         let stream = self
             .jetstream()

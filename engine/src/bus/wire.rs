@@ -18,9 +18,7 @@ pub fn decode_event(hdrs: Option<&HeaderMap>, body: &[u8]) -> Result<Event, Enve
     let pairs: Vec<(&str, &str)> = hdrs
         .map(|h| {
             h.iter()
-                .flat_map(|(name, values)| {
-                    values.iter().map(move |v| (name.as_ref(), v.as_str()))
-                })
+                .flat_map(|(name, values)| values.iter().map(move |v| (name.as_ref(), v.as_str())))
                 .collect()
         })
         .unwrap_or_default();

@@ -3,7 +3,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use choreo_schemas::{encode_data, ActorName, CodecError, Event, EventId, EventType, Payload, TraceParent};
+use choreo_schemas::{
+    encode_data, ActorName, CodecError, Event, EventId, EventType, Payload, TraceParent,
+};
 use thiserror::Error;
 use time::OffsetDateTime;
 
@@ -156,18 +158,30 @@ mod tests {
         let out_ty = EventType::new("b.v1").expect("valid");
         let emits = Arc::new(BTreeSet::from([out_ty.clone()]));
         let actor = ActorName::new("r").expect("valid");
-        let mut ctx = ReactContext::new(actor.clone(), "/actors/r".into(), emits.clone(), &input, 1);
+        let mut ctx =
+            ReactContext::new(actor.clone(), "/actors/r".into(), emits.clone(), &input, 1);
         let id0 = ctx.emit_raw(out_ty.clone(), vec![]).expect("declared");
         let id1 = ctx.emit_raw(out_ty.clone(), vec![]).expect("declared");
-        assert!(ctx.emit_raw(EventType::new("z.v1").expect("valid"), vec![]).is_err());
+        assert!(ctx
+            .emit_raw(EventType::new("z.v1").expect("valid"), vec![])
+            .is_err());
         let outs = ctx.into_outputs();
         assert_eq!(outs.len(), 2);
         let o = &outs[0];
-        assert_eq!((o.correlation.as_str(), o.causation, o.depth), ("c1", input.id, 1));
-        assert_eq!(o.traceparent.map(|t| t.trace_id), input.traceparent.map(|t| t.trace_id));
+        assert_eq!(
+            (o.correlation.as_str(), o.causation, o.depth),
+            ("c1", input.id, 1)
+        );
+        assert_eq!(
+            o.traceparent.map(|t| t.trace_id),
+            input.traceparent.map(|t| t.trace_id)
+        );
         // A re-run (another attempt) derives the same ids.
         let mut again = ReactContext::new(actor, "/actors/r".into(), emits, &input, 2);
-        assert_eq!(again.emit_raw(out_ty.clone(), vec![]).expect("declared"), id0);
+        assert_eq!(
+            again.emit_raw(out_ty.clone(), vec![]).expect("declared"),
+            id0
+        );
         assert_eq!(again.emit_raw(out_ty, vec![]).expect("declared"), id1);
     }
 }

@@ -154,7 +154,12 @@ mod tests {
 
     fn setup() -> (Event, BTreeSet<EventType>, EventRegistry, String) {
         let ty = EventType::new("a.v1").expect("valid");
-        let e = Event::root_raw("urn:t", CorrelationId::new("c").expect("valid"), ty.clone(), vec![0xc0]);
+        let e = Event::root_raw(
+            "urn:t",
+            CorrelationId::new("c").expect("valid"),
+            ty.clone(),
+            vec![0xc0],
+        );
         let mut reg = EventRegistry::new();
         reg.register_opaque(ty.clone());
         let subject = format!("choreo.evt.{}.c.a.v1", partition_of(&e.correlation, 8));
@@ -168,31 +173,78 @@ mod tests {
     #[test]
     fn admits_a_good_delivery() {
         let (e, consumes, reg, subject) = setup();
-        let d = Delivery { decoded: Ok(e.clone()), subject: parse(&subject), delivered: 1 };
+        let d = Delivery {
+            decoded: Ok(e.clone()),
+            subject: parse(&subject),
+            delivered: 1,
+        };
         assert_eq!(admit(d, LIMITS, &consumes, &reg), Ok(e));
     }
 
     #[test]
     fn each_bad_input_has_its_reason() {
         let (e, consumes, reg, subject) = setup();
-        let code = |d: Delivery<'_>| admit(d, LIMITS, &consumes, &reg).map(|_| ()).map_err(|r| r.code());
-        assert_eq!(code(Delivery { decoded: Ok(e.clone()), subject: parse(&subject), delivered: 4 }), Err("max_deliveries"));
+        let code = |d: Delivery<'_>| {
+            admit(d, LIMITS, &consumes, &reg)
+                .map(|_| ())
+                .map_err(|r| r.code())
+        };
         assert_eq!(
-            code(Delivery { decoded: Err(EnvelopeError::Missing(headers::ID)), subject: parse(&subject), delivered: 1 }),
+            code(Delivery {
+                decoded: Ok(e.clone()),
+                subject: parse(&subject),
+                delivered: 4
+            }),
+            Err("max_deliveries")
+        );
+        assert_eq!(
+            code(Delivery {
+                decoded: Err(EnvelopeError::Missing(headers::ID)),
+                subject: parse(&subject),
+                delivered: 1
+            }),
             Err("invalid_envelope")
         );
         let mut other = e.clone();
         other.ty = EventType::new("zzz.v1").expect("valid");
-        assert_eq!(code(Delivery { decoded: Ok(other), subject: parse(&subject), delivered: 1 }), Err("unknown_type"));
+        assert_eq!(
+            code(Delivery {
+                decoded: Ok(other),
+                subject: parse(&subject),
+                delivered: 1
+            }),
+            Err("unknown_type")
+        );
         let mut deep = e.clone();
         deep.depth = 5;
-        assert_eq!(code(Delivery { decoded: Ok(deep), subject: parse(&subject), delivered: 1 }), Err("depth_exceeded"));
+        assert_eq!(
+            code(Delivery {
+                decoded: Ok(deep),
+                subject: parse(&subject),
+                delivered: 1
+            }),
+            Err("depth_exceeded")
+        );
         let wrong = subject.replace(".c.", ".d.");
-        assert_eq!(code(Delivery { decoded: Ok(e.clone()), subject: parse(&wrong), delivered: 1 }), Err("subject_mismatch"));
+        assert_eq!(
+            code(Delivery {
+                decoded: Ok(e.clone()),
+                subject: parse(&wrong),
+                delivered: 1
+            }),
+            Err("subject_mismatch")
+        );
         let mut typed = EventRegistry::new();
         typed.register_opaque(EventType::new("other.v1").expect("valid"));
-        let d = Delivery { decoded: Ok(e), subject: parse(&subject), delivered: 1 };
-        assert_eq!(admit(d, LIMITS, &consumes, &typed).map_err(|r| r.code()), Err("unknown_type"));
+        let d = Delivery {
+            decoded: Ok(e),
+            subject: parse(&subject),
+            delivered: 1,
+        };
+        assert_eq!(
+            admit(d, LIMITS, &consumes, &typed).map_err(|r| r.code()),
+            Err("unknown_type")
+        );
     }
 
     #[test]
@@ -200,25 +252,46 @@ mod tests {
         let t = || Attempt::Failed(ReactError::Transient("x".into()));
         assert_eq!(after_attempt(1, 3, 0, 4, t()), Next::Retry);
         assert_eq!(after_attempt(2, 3, 0, 4, t()), Next::Retry);
-        assert!(matches!(after_attempt(3, 3, 0, 4, t()), Next::DeadLetter(DlqReason::MaxAttempts { .. })));
         assert!(matches!(
-            after_attempt(1, 3, 0, 4, Attempt::Failed(ReactError::Permanent("p".into()))),
+            after_attempt(3, 3, 0, 4, t()),
+            Next::DeadLetter(DlqReason::MaxAttempts { .. })
+        ));
+        assert!(matches!(
+            after_attempt(
+                1,
+                3,
+                0,
+                4,
+                Attempt::Failed(ReactError::Permanent("p".into()))
+            ),
             Next::DeadLetter(DlqReason::Rejected(_))
         ));
         assert!(matches!(
-            after_attempt(1, 3, 0, 4, Attempt::Failed(ReactError::BadPayload("b".into()))),
+            after_attempt(
+                1,
+                3,
+                0,
+                4,
+                Attempt::Failed(ReactError::BadPayload("b".into()))
+            ),
             Next::DeadLetter(DlqReason::BadPayload(_))
         ));
     }
 
     #[test]
     fn outputs_past_the_depth_limit_are_cut() {
-        assert_eq!(after_attempt(1, 3, 3, 4, Attempt::Succeeded { outputs: 1 }), Next::Publish);
+        assert_eq!(
+            after_attempt(1, 3, 3, 4, Attempt::Succeeded { outputs: 1 }),
+            Next::Publish
+        );
         assert!(matches!(
             after_attempt(1, 3, 4, 4, Attempt::Succeeded { outputs: 1 }),
             Next::DeadLetter(DlqReason::DepthExceeded { depth: 5, limit: 4 })
         ));
         // A sink at the limit emits nothing, so nothing is cut.
-        assert_eq!(after_attempt(1, 3, 4, 4, Attempt::Succeeded { outputs: 0 }), Next::Publish);
+        assert_eq!(
+            after_attempt(1, 3, 4, 4, Attempt::Succeeded { outputs: 0 }),
+            Next::Publish
+        );
     }
 }

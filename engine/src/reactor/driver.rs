@@ -84,7 +84,8 @@ impl<R: Reactor> Hosted for ReactorHost<R> {
         env: DriverEnv,
     ) -> futures::future::BoxFuture<'_, Result<tokio::task::JoinHandle<()>, NodeError>> {
         Box::pin(async move {
-            let consumer = ensure_consumer(&env.bus, &self.name, &self.consumes, &env.settings).await?;
+            let consumer =
+                ensure_consumer(&env.bus, &self.name, &self.consumes, &env.settings).await?;
             let driver = Arc::new(Driver {
                 reactor: Arc::clone(&self.reactor),
                 name: self.name.clone(),
@@ -116,7 +117,10 @@ async fn ensure_consumer(
     let config = pull::Config {
         durable_name: Some(name.to_string()),
         description: Some(format!("choreo reactor {name}")),
-        filter_subjects: consumes.iter().map(|t| bus.subjects().type_filter(t)).collect(),
+        filter_subjects: consumes
+            .iter()
+            .map(|t| bus.subjects().type_filter(t))
+            .collect(),
         deliver_policy: DeliverPolicy::All,
         ack_policy: AckPolicy::Explicit,
         ack_wait: s.ack_wait,
@@ -234,7 +238,8 @@ impl<R: Reactor> Driver<R> {
         let event = match decide::admit(delivery, limits, &self.consumes, &self.env.registry) {
             Ok(e) => e,
             Err(reason) => {
-                self.dead_letter(&msg, &subject, stream_seq, reason, 0).await;
+                self.dead_letter(&msg, &subject, stream_seq, reason, 0)
+                    .await;
                 return;
             }
         };
@@ -308,7 +313,8 @@ impl<R: Reactor> Driver<R> {
                     with_progress(msg, progress_every, tokio::time::sleep(delay)).await;
                 }
                 Next::DeadLetter(reason) => {
-                    self.dead_letter(msg, subject, stream_seq, reason, attempt).await;
+                    self.dead_letter(msg, subject, stream_seq, reason, attempt)
+                        .await;
                     return;
                 }
             }
@@ -321,7 +327,9 @@ impl<R: Reactor> Driver<R> {
                 // Infrastructure, not the input's fault: let JetStream redeliver it. The
                 // outputs that did land are deduplicated by id on the next run.
                 warn!(error = %e, "publishing outputs failed; input will be redelivered");
-                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
                 return;
             }
         }
@@ -367,7 +375,9 @@ impl<R: Reactor> Driver<R> {
             }
             Err(e) => {
                 error!(actor = %self.name, stream_seq, error = %e, "cannot write dead letter; input will be redelivered");
-                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
             }
         }
     }
@@ -420,8 +430,9 @@ mod tests {
         let a = lane_of("choreo.evt.1.order-1.a.v1", 8);
         assert_eq!(a, lane_of("choreo.evt.1.order-1.b.v2", 8));
         assert!(lane_of("x", 8) < 8);
-        let spread: std::collections::BTreeSet<_> =
-            (0..100).map(|i| lane_of(&format!("choreo.evt.0.c{i}.a"), 8)).collect();
+        let spread: std::collections::BTreeSet<_> = (0..100)
+            .map(|i| lane_of(&format!("choreo.evt.0.c{i}.a"), 8))
+            .collect();
         assert!(spread.len() > 4, "{spread:?}");
     }
 }

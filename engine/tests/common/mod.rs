@@ -12,8 +12,7 @@ pub const WAIT: Duration = Duration::from_secs(30);
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_test_writer()
         .try_init();
@@ -32,7 +31,9 @@ impl Harness {
 
     pub async fn with_partitions(partitions: u16) -> Result<Self> {
         init_tracing();
-        let server = NatsServer::start_temp().await.context("start nats-server")?;
+        let server = NatsServer::start_temp()
+            .await
+            .context("start nats-server")?;
         let bus = Bus::connect(Self::config_for(&server, partitions)?).await?;
         Ok(Self {
             server,
@@ -60,9 +61,7 @@ pub async fn wait_events(bus: &Bus, filter: &str, n: usize) -> Result<Vec<Event>
     let got: Vec<Result<StoredEvent, _>> = tokio::time::timeout(WAIT, stream.take(n).collect())
         .await
         .map_err(|_| anyhow!("timed out waiting for {n} events on {filter}"))?;
-    got.into_iter()
-        .map(|r| Ok(r?.event?))
-        .collect()
+    got.into_iter().map(|r| Ok(r?.event?)).collect()
 }
 
 /// Await `n` dead letters (from the start of the DLQ), or fail after `WAIT`.
