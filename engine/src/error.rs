@@ -89,6 +89,9 @@ pub enum NodeError {
     /// The bus failed.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The saga store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// A runtime task ended abnormally.
     #[error("node task failed: {0}")]
     Task(String),

@@ -48,12 +48,15 @@
 
 mod bus;
 mod config;
+mod delivery;
 mod error;
 pub mod metrics;
 mod node;
 mod reactor;
 mod retry;
+mod saga;
 mod server;
+mod store;
 
 pub use bus::wire;
 pub use bus::wire::event_headers as headers_of;
@@ -67,9 +70,17 @@ pub use config::{
 };
 pub use error::{BusError, ConfigError, NodeError, ServerError};
 pub use metrics::{ActorMetrics, Metrics};
-pub use node::{Node, NodeBuilder, RunningNode, DEFAULT_MAX_DELIVERIES, DEFAULT_MAX_DEPTH};
+pub use node::{
+    Node, NodeBuilder, RunningNode, DEFAULT_MAX_DELIVERIES, DEFAULT_MAX_DEPTH, DEFAULT_SAGA_BATCH,
+};
 pub use reactor::{EmitError, ReactContext, ReactError, Reactor};
 pub use retry::{RetryPolicy, RetryPolicyBuilder};
+pub use saga::{
+    Compensation, InstanceRecord, Lifecycle, RoutingSlip, RoutingSlipBuilder, Saga, SagaContext,
+    SagaError, SagaStatus, SlipState, SlipStep, LIFECYCLE_TYPES, SAGA_COMPENSATED,
+    SAGA_COMPENSATING, SAGA_COMPLETED, SAGA_FAILED, SAGA_FAULTED, SAGA_STARTED, SAGA_TIMED_OUT,
+};
+pub use store::{Store, StoreError, TimerEntry};
 pub use server::{
     free_port, NatsServer, ServerBinary, ServerOptions, ENV_NATS_SERVER, PROJECT_LOCAL_SERVER,
 };

@@ -1,13 +1,14 @@
 //! A node: one process hosting reactors, connected to NATS.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use choreo_schemas::{ActorName, EventRegistry, Payload};
-use tokio::sync::watch;
+use choreo_schemas::{ActorName, EventRegistry, EventType, Payload};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::bus::Bus;
 use crate::config::BusConfig;
@@ -15,6 +16,13 @@ use crate::error::{ConfigError, NodeError};
 use crate::metrics::Metrics;
 use crate::reactor::driver::{DriverEnv, DriverSettings, Hosted, ReactorHost};
 use crate::reactor::Reactor;
+use crate::saga::decide::SagaMeta;
+use crate::saga::driver::{HostedSaga, SagaEnv, SagaHost, SagaSettings};
+use crate::saga::{outbox, timers, Saga, LIFECYCLE_TYPES};
+use crate::store::Store;
+
+/// Default largest group-commit batch of a saga partition.
+pub const DEFAULT_SAGA_BATCH: usize = 256;
 
 /// Default depth limit: an event deeper than this is a causal loop.
 pub const DEFAULT_MAX_DEPTH: u32 = 64;
@@ -25,6 +33,9 @@ pub const DEFAULT_MAX_DELIVERIES: u64 = 5;
 pub struct NodeBuilder {
     bus: Option<BusConfig>,
     hosts: Vec<Arc<dyn Hosted>>,
+    sagas: Vec<Arc<dyn HostedSaga>>,
+    data_dir: Option<PathBuf>,
+    saga_batch: usize,
     registry: EventRegistry,
     settings: DriverSettings,
     errors: Vec<String>,
@@ -35,6 +46,9 @@ impl Default for NodeBuilder {
         Self {
             bus: None,
             hosts: Vec::new(),
+            sagas: Vec::new(),
+            data_dir: None,
+            saga_batch: DEFAULT_SAGA_BATCH,
             registry: EventRegistry::new(),
             settings: DriverSettings {
                 lanes: 16,
@@ -73,6 +87,45 @@ impl NodeBuilder {
             consumes: Arc::new(consumes),
             emits: Arc::new(emits),
         }));
+        self
+    }
+
+    /// Host a saga (needs [`NodeBuilder::data_dir`]).
+    pub fn saga<S: Saga>(mut self, saga: S) -> Self {
+        let name = match ActorName::new(saga.name()) {
+            Ok(n) => n,
+            Err(e) => {
+                self.errors.push(format!("saga name: {e}"));
+                return self;
+            }
+        };
+        let starts: BTreeSet<EventType> = saga.starts_on().into_iter().collect();
+        let inputs: BTreeSet<EventType> = starts.iter().cloned().chain(saga.continues_on()).collect();
+        let emits: BTreeSet<EventType> = saga.emits().into_iter().collect();
+        self.sagas.push(Arc::new(SagaHost {
+            retry: saga.retry_policy(),
+            meta: Arc::new(SagaMeta {
+                name: name.to_string(),
+                starts,
+                emits: Arc::new(emits),
+            }),
+            saga: Arc::new(saga),
+            name,
+            inputs: Arc::new(inputs),
+        }));
+        self
+    }
+
+    /// Directory of the node's saga store (sled). One node process per directory.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Largest group-commit batch of a saga partition (default 256): inputs applied, one flush,
+    /// then acked together.
+    pub fn saga_batch(mut self, n: usize) -> Self {
+        self.saga_batch = n;
         self
     }
 
@@ -133,11 +186,38 @@ impl NodeBuilder {
         if s.ack_wait < Duration::from_millis(500) {
             return Err(ConfigError::new("ack_wait must be at least 500 ms"));
         }
+        if self.saga_batch == 0 {
+            return Err(ConfigError::new("saga_batch must be at least 1"));
+        }
+        if !self.sagas.is_empty() && self.data_dir.is_none() {
+            return Err(ConfigError::new(
+                "sagas need a data directory for their store: call data_dir()",
+            ));
+        }
         let mut names = BTreeSet::new();
+        for s in &self.sagas {
+            if !names.insert(s.name().clone()) {
+                return Err(ConfigError::new(format!(
+                    "two actors are named {:?}; names identify durable consumers and must be unique",
+                    s.name().as_str()
+                )));
+            }
+            if s.inputs().is_empty() {
+                return Err(ConfigError::new(format!("saga {} consumes no event types", s.name())));
+            }
+            for ty in s.inputs().iter().chain(s.emits()) {
+                self.registry.register_opaque(ty.clone());
+            }
+        }
+        for ty in LIFECYCLE_TYPES {
+            if let Ok(t) = EventType::new(ty) {
+                self.registry.register_opaque(t);
+            }
+        }
         for h in &self.hosts {
             if !names.insert(h.name().clone()) {
                 return Err(ConfigError::new(format!(
-                    "two reactors are named {:?}; names identify durable consumers and must be unique",
+                    "two actors are named {:?}; names identify durable consumers and must be unique",
                     h.name().as_str()
                 )));
             }
@@ -159,6 +239,9 @@ impl NodeBuilder {
         Ok(Node {
             bus,
             hosts: self.hosts,
+            sagas: self.sagas,
+            data_dir: self.data_dir,
+            saga_batch: self.saga_batch,
             registry: Arc::new(self.registry),
             settings: self.settings,
         })
@@ -169,6 +252,9 @@ impl NodeBuilder {
 pub struct Node {
     bus: BusConfig,
     hosts: Vec<Arc<dyn Hosted>>,
+    sagas: Vec<Arc<dyn HostedSaga>>,
+    data_dir: Option<PathBuf>,
+    saga_batch: usize,
     registry: Arc<EventRegistry>,
     settings: DriverSettings,
 }
@@ -206,7 +292,33 @@ impl Node {
     pub async fn start_on(self, bus: Bus) -> Result<RunningNode, NodeError> {
         let metrics = Metrics::default();
         let (shutdown, rx) = watch::channel(false);
-        let mut tasks = Vec::new();
+        let (stop_background, stop_rx) = watch::channel(false);
+        let mut running = RunningNode {
+            bus: bus.clone(),
+            metrics: metrics.clone(),
+            store: None,
+            shutdown,
+            stop_background,
+            tasks: Vec::new(),
+            background: Vec::new(),
+        };
+        if let Err(e) = self.spawn_all(&bus, &metrics, rx, stop_rx, &mut running).await {
+            if let Err(stop_err) = running.shutdown_inner().await {
+                warn!(error = %stop_err, "stopping after a failed start");
+            }
+            return Err(e);
+        }
+        Ok(running)
+    }
+
+    async fn spawn_all(
+        &self,
+        bus: &Bus,
+        metrics: &Metrics,
+        rx: watch::Receiver<bool>,
+        stop_rx: watch::Receiver<bool>,
+        running: &mut RunningNode,
+    ) -> Result<(), NodeError> {
         for host in &self.hosts {
             let env = DriverEnv {
                 bus: bus.clone(),
@@ -215,24 +327,59 @@ impl Node {
                 counters: metrics.actor(host.name().as_str()),
                 shutdown: rx.clone(),
             };
-            match host.start(env).await {
-                Ok(handle) => tasks.push((host.name().clone(), handle)),
-                Err(e) => {
-                    let _ = shutdown.send(true);
-                    for (_, t) in tasks {
-                        let _ = t.await;
-                    }
-                    return Err(e);
-                }
-            }
+            running.tasks.push((host.name().clone(), host.start(env).await?));
             info!(actor = %host.name(), "reactor started");
         }
-        Ok(RunningNode {
-            bus,
-            metrics,
-            shutdown,
-            tasks,
-        })
+        let Some(dir) = self.data_dir.as_ref().filter(|_| !self.sagas.is_empty()) else {
+            return Ok(());
+        };
+        let store = Store::open(dir)?;
+        running.store = Some(store.clone());
+        let outbox_notify = Arc::new(Notify::new());
+        let timers_changed = Arc::new(Notify::new());
+        let settings = SagaSettings {
+            max_depth: self.settings.max_depth,
+            max_deliveries: self.settings.max_deliveries,
+            ack_wait: self.settings.ack_wait,
+            batch: self.saga_batch,
+        };
+        let partitions = bus.config().partitions();
+        let mut routes = HashMap::new();
+        for saga in &self.sagas {
+            // One node owns every partition; `owned` is where a partition assignment plugs in.
+            let owned = 0..partitions;
+            for p in owned {
+                let (tx, timer_rx) = mpsc::channel(1024);
+                routes.insert((saga.name().to_string(), p), tx);
+                let env = SagaEnv {
+                    bus: bus.clone(),
+                    registry: Arc::clone(&self.registry),
+                    store: store.clone(),
+                    settings: settings.clone(),
+                    counters: metrics.actor(saga.name().as_str()),
+                    shutdown: rx.clone(),
+                    outbox: Arc::clone(&outbox_notify),
+                    timers_changed: Arc::clone(&timers_changed),
+                };
+                let task = saga.start_partition(env, p, timer_rx).await?;
+                running.tasks.push((saga.name().clone(), task));
+            }
+            info!(saga = %saga.name(), partitions, "saga started");
+        }
+        running.background.push(tokio::spawn(outbox::run(
+            store.clone(),
+            bus.clone(),
+            outbox_notify,
+            stop_rx.clone(),
+        )));
+        running.background.push(tokio::spawn(timers::run(
+            store,
+            routes,
+            partitions,
+            timers_changed,
+            stop_rx,
+        )));
+        Ok(())
     }
 }
 
@@ -241,8 +388,11 @@ impl Node {
 pub struct RunningNode {
     bus: Bus,
     metrics: Metrics,
+    store: Option<Store>,
     shutdown: watch::Sender<bool>,
+    stop_background: watch::Sender<bool>,
     tasks: Vec<(ActorName, JoinHandle<()>)>,
+    background: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RunningNode {
@@ -264,13 +414,34 @@ impl RunningNode {
         &self.metrics
     }
 
-    /// Graceful stop: stop fetching, finish in-flight inputs (publish, ack), then return.
-    pub async fn shutdown(self) -> Result<(), NodeError> {
+    /// The saga store, when the node hosts sagas.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
+    /// Graceful stop: stop fetching, finish in-flight inputs (publish, ack), drain the saga
+    /// outbox, flush the store, then return.
+    pub async fn shutdown(mut self) -> Result<(), NodeError> {
+        self.shutdown_inner().await
+    }
+
+    async fn shutdown_inner(&mut self) -> Result<(), NodeError> {
         let _ = self.shutdown.send(true);
         let mut failed = Vec::new();
-        for (name, task) in self.tasks {
+        for (name, task) in self.tasks.drain(..) {
             if let Err(e) = task.await {
                 failed.push(format!("{name}: {e}"));
+            }
+        }
+        let _ = self.stop_background.send(true);
+        for task in self.background.drain(..) {
+            if let Err(e) = task.await {
+                failed.push(format!("background task: {e}"));
+            }
+        }
+        if let Some(store) = &self.store {
+            if let Err(e) = store.flush().await {
+                failed.push(format!("store flush: {e}"));
             }
         }
         // Make sure acks sent by the lanes reach the server before the caller exits.

@@ -32,6 +32,12 @@ impl EventId {
         Self(Uuid::new_v5(&DERIVED_ID_NAMESPACE, name.as_bytes()))
     }
 
+    /// A deterministic id for any stable name (UUID v5 in choreo's namespace). Sagas derive
+    /// their output ids and timer-input ids from `saga / instance / input / index` with it.
+    pub fn derive(name: &str) -> Self {
+        Self(Uuid::new_v5(&DERIVED_ID_NAMESPACE, name.as_bytes()))
+    }
+
     /// Wrap an existing UUID.
     pub const fn from_uuid(uuid: Uuid) -> Self {
         Self(uuid)
@@ -128,6 +134,18 @@ token_id!(
     ActorName,
     "actor name"
 );
+
+token_id!(
+    /// The id of one saga instance (by default its correlation id).
+    SagaId,
+    "saga id"
+);
+
+impl From<CorrelationId> for SagaId {
+    fn from(c: CorrelationId) -> Self {
+        Self(c.0)
+    }
+}
 
 impl CorrelationId {
     /// A fresh random correlation id (a simple UUID v7 without hyphens).

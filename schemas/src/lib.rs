@@ -38,7 +38,7 @@ mod trace;
 pub use envelope::{Event, CONTENT_TYPE, SPEC_VERSION};
 pub use error::{CodecError, EnvelopeError, IdError, RegistryError};
 pub use event_type::{EventType, MAX_TYPE_TOKENS};
-pub use ids::{ActorName, CorrelationId, EventId};
+pub use ids::{ActorName, CorrelationId, EventId, SagaId};
 pub use payload::{decode_data, encode_data, Payload};
 pub use registry::EventRegistry;
 pub use subject::{partition_of, Subjects, DEFAULT_ROOT};

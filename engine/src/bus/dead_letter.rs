@@ -54,6 +54,8 @@ pub enum DlqReason {
     },
     /// The handler rejected the input as permanently unprocessable.
     Rejected(String),
+    /// The input faulted a saga instance (unreadable state, handler error).
+    SagaFaulted(String),
 }
 
 impl DlqReason {
@@ -68,6 +70,7 @@ impl DlqReason {
             Self::MaxDeliveries { .. } => "max_deliveries",
             Self::MaxAttempts { .. } => "max_attempts",
             Self::Rejected(_) => "rejected",
+            Self::SagaFaulted(_) => "saga_faulted",
         }
     }
 }
@@ -90,6 +93,7 @@ impl fmt::Display for DlqReason {
                 write!(f, "handler failed on every attempt; last error: {last_error}")
             }
             Self::Rejected(s) => write!(f, "rejected by handler: {s}"),
+            Self::SagaFaulted(s) => write!(f, "saga instance faulted: {s}"),
         }
     }
 }
@@ -240,6 +244,7 @@ mod tests {
                 last_error: String::new(),
             },
             DlqReason::Rejected(String::new()),
+            DlqReason::SagaFaulted(String::new()),
         ];
         let codes: std::collections::BTreeSet<_> = all.iter().map(DlqReason::code).collect();
         assert_eq!(codes.len(), all.len());

@@ -6,13 +6,12 @@
 //! outputs, then acks.
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
-use async_nats::jetstream::{AckKind, Message};
+use async_nats::jetstream::Message;
 use choreo_schemas::{ActorName, Event, EventRegistry, EventType};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
@@ -22,8 +21,8 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 use super::context::ReactContext;
 use super::decide::{self, Attempt, Delivery, Limits, Next};
 use super::Reactor;
-use crate::bus::dead_letter::dead_letter_headers;
 use crate::bus::{Bus, DlqReason};
+use crate::delivery::{dead_letter, delivery_info, nak_later, panic_message, with_progress};
 use crate::error::{BusError, NodeError};
 use crate::metrics::ActorCounters;
 use crate::retry::RetryPolicy;
@@ -219,10 +218,7 @@ impl<R: Reactor> Driver<R> {
     }
 
     async fn process(&self, msg: Message) {
-        let (stream_seq, delivered) = match msg.info() {
-            Ok(i) => (i.stream_sequence, u64::try_from(i.delivered).unwrap_or(1)),
-            Err(_) => (0, 1),
-        };
+        let (_, delivered) = delivery_info(&msg);
         let subject = msg.subject.to_string();
         let bus = &self.env.bus;
         let limits = Limits {
@@ -238,8 +234,7 @@ impl<R: Reactor> Driver<R> {
         let event = match decide::admit(delivery, limits, &self.consumes, &self.env.registry) {
             Ok(e) => e,
             Err(reason) => {
-                self.dead_letter(&msg, &subject, stream_seq, reason, 0)
-                    .await;
+                self.dead_letter(&msg, reason, 0).await;
                 return;
             }
         };
@@ -254,12 +249,16 @@ impl<R: Reactor> Driver<R> {
             trace_id = %event.traceparent.map(|t| t.trace_id_hex()).unwrap_or_default(),
             attempt = tracing::field::Empty,
         );
-        self.handle(&msg, &subject, stream_seq, event)
+        self.handle(&msg, event)
             .instrument(span)
             .await;
     }
 
-    async fn handle(&self, msg: &Message, subject: &str, stream_seq: u64, event: Event) {
+    async fn dead_letter(&self, msg: &Message, reason: DlqReason, attempts: u32) {
+        dead_letter(&self.env.bus, &self.name, &self.env.counters, msg, reason, attempts).await;
+    }
+
+    async fn handle(&self, msg: &Message, event: Event) {
         let progress_every = (self.env.settings.ack_wait / 3).max(Duration::from_millis(100));
         let mut schedule = self.retry.schedule();
         let mut attempt = 0u32;
@@ -313,8 +312,7 @@ impl<R: Reactor> Driver<R> {
                     with_progress(msg, progress_every, tokio::time::sleep(delay)).await;
                 }
                 Next::DeadLetter(reason) => {
-                    self.dead_letter(msg, subject, stream_seq, reason, attempt)
-                        .await;
+                    self.dead_letter(msg, reason, attempt).await;
                     return;
                 }
             }
@@ -327,9 +325,7 @@ impl<R: Reactor> Driver<R> {
                 // Infrastructure, not the input's fault: let JetStream redeliver it. The
                 // outputs that did land are deduplicated by id on the next run.
                 warn!(error = %e, "publishing outputs failed; input will be redelivered");
-                let _ = msg
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                    .await;
+                nak_later(msg).await;
                 return;
             }
         }
@@ -338,74 +334,6 @@ impl<R: Reactor> Driver<R> {
             warn!(error = %e, "ack failed; the input may be redelivered (outputs deduplicate)");
         }
         self.env.counters.handled();
-    }
-
-    async fn dead_letter(
-        &self,
-        msg: &Message,
-        subject: &str,
-        stream_seq: u64,
-        reason: DlqReason,
-        attempts: u32,
-    ) {
-        let bus = &self.env.bus;
-        let correlation = bus
-            .subjects()
-            .parse_event(subject)
-            .map_or("_unknown", |(_, c, _)| c);
-        let dlq_subject = bus.subjects().dead_letter(&self.name, correlation);
-        let headers = dead_letter_headers(
-            msg.headers.as_ref(),
-            &self.name,
-            &reason,
-            attempts,
-            stream_seq,
-            subject,
-        );
-        match bus
-            .publish_raw(dlq_subject, headers, msg.payload.clone())
-            .await
-        {
-            Ok(_) => {
-                self.env.counters.dead_lettered();
-                warn!(actor = %self.name, stream_seq, reason = reason.code(), detail = %reason, "dead-lettered");
-                if let Err(e) = msg.ack_with(AckKind::Term).await {
-                    warn!(error = %e, "term-ack failed; a redelivery will be dead-lettered again (deduplicated)");
-                }
-            }
-            Err(e) => {
-                error!(actor = %self.name, stream_seq, error = %e, "cannot write dead letter; input will be redelivered");
-                let _ = msg
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                    .await;
-            }
-        }
-    }
-}
-
-/// Run `fut`, telling JetStream every `every` that the message is still being worked on.
-async fn with_progress<F: Future>(msg: &Message, every: Duration, fut: F) -> F::Output {
-    tokio::pin!(fut);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    loop {
-        tokio::select! {
-            out = &mut fut => return out,
-            _ = tick.tick() => {
-                if let Err(e) = msg.ack_with(AckKind::Progress).await {
-                    debug!(error = %e, "in-progress ack failed");
-                }
-            }
-        }
-    }
-}
-
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic".to_owned()
     }
 }
 

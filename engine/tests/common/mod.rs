@@ -1,6 +1,8 @@
 //! Shared test harness: a real nats-server per test, and waits that await events with a timeout.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod trip;
+
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _, Result};
@@ -71,4 +73,34 @@ pub async fn wait_dead_letters(bus: &Bus, n: usize) -> Result<Vec<DeadLetter>> {
         .await
         .map_err(|_| anyhow!("timed out waiting for {n} dead letters"))?;
     got.into_iter().map(|r| Ok(r?)).collect()
+}
+
+/// Await a condition on state (e.g. consumer info), checking every 50 ms, failing after `WAIT`.
+pub async fn wait_until<F, Fut>(what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        tick.tick().await;
+        if check().await? {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(anyhow!("timed out waiting until {what}"));
+        }
+    }
+}
+
+/// Event types of a correlation's history, in log order.
+pub async fn history_types(bus: &Bus, correlation: &str) -> Result<Vec<String>> {
+    let c = choreo::CorrelationId::new(correlation)?;
+    Ok(bus
+        .history(&c)
+        .await?
+        .into_iter()
+        .map(|s| s.event.map(|e| e.ty.to_string()))
+        .collect::<Result<_, _>>()?)
 }

@@ -1,0 +1,95 @@
+//! What every consumer-driven driver (reactors, saga partitions) does with a JetStream delivery:
+//! read its metadata, keep it alive while working, dead-letter it.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::jetstream::{AckKind, Message};
+use choreo_schemas::ActorName;
+use tracing::{debug, error, warn};
+
+use crate::bus::dead_letter::dead_letter_headers;
+use crate::bus::{Bus, DlqReason};
+use crate::metrics::ActorCounters;
+
+/// (stream sequence, delivery count) of a delivery.
+pub(crate) fn delivery_info(msg: &Message) -> (u64, u64) {
+    match msg.info() {
+        Ok(i) => (i.stream_sequence, u64::try_from(i.delivered).unwrap_or(1)),
+        Err(_) => (0, 1),
+    }
+}
+
+/// Run `fut`, telling JetStream every `every` that the message is still being worked on.
+pub(crate) async fn with_progress<F: Future>(msg: &Message, every: Duration, fut: F) -> F::Output {
+    tokio::pin!(fut);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            out = &mut fut => return out,
+            _ = tick.tick() => {
+                if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                    debug!(error = %e, "in-progress ack failed");
+                }
+            }
+        }
+    }
+}
+
+/// Ask JetStream to redeliver soon (infrastructure trouble, not the input's fault).
+pub(crate) async fn nak_later(msg: &Message) {
+    if let Err(e) = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await {
+        debug!(error = %e, "nak failed; the message is redelivered after ack_wait");
+    }
+}
+
+/// Publish the delivery to the DLQ with its reason, then term-ack it. If the DLQ publish fails,
+/// nak it instead: nothing is lost.
+pub(crate) async fn dead_letter(
+    bus: &Bus,
+    actor: &ActorName,
+    counters: &ActorCounters,
+    msg: &Message,
+    reason: DlqReason,
+    attempts: u32,
+) {
+    let (stream_seq, _) = delivery_info(msg);
+    let subject = msg.subject.as_str();
+    let correlation = bus
+        .subjects()
+        .parse_event(subject)
+        .map_or("_unknown", |(_, c, _)| c);
+    let dlq_subject = bus.subjects().dead_letter(actor, correlation);
+    let headers = dead_letter_headers(
+        msg.headers.as_ref(),
+        actor,
+        &reason,
+        attempts,
+        stream_seq,
+        subject,
+    );
+    match bus.publish_raw(dlq_subject, headers, msg.payload.clone()).await {
+        Ok(_) => {
+            counters.dead_lettered();
+            warn!(%actor, stream_seq, reason = reason.code(), detail = %reason, "dead-lettered");
+            if let Err(e) = msg.ack_with(AckKind::Term).await {
+                warn!(error = %e, "term-ack failed; a redelivery is dead-lettered again (deduplicated)");
+            }
+        }
+        Err(e) => {
+            error!(%actor, stream_seq, error = %e, "cannot write dead letter; input will be redelivered");
+            nak_later(msg).await;
+        }
+    }
+}
+
+/// The message of a panic payload.
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic".to_owned()
+    }
+}

@@ -1,0 +1,137 @@
+//! The context a saga decides through: it only records decisions; the runtime carries them out.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use choreo_schemas::{encode_data, EventType, Payload};
+use time::OffsetDateTime;
+
+use super::record::Compensation;
+use crate::reactor::EmitError;
+
+/// How the instance ends, if this input ends it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Complete,
+    Fail(String),
+}
+
+/// Handed to [`crate::Saga::handle`] and [`crate::Saga::on_timeout`]. Pure: time and randomness
+/// come from the input, so a replay decides the same.
+#[derive(Debug)]
+pub struct SagaContext {
+    saga: String,
+    now: OffsetDateTime,
+    seed: u64,
+    emits: Arc<BTreeSet<EventType>>,
+    pub(crate) emitted: Vec<(EventType, Vec<u8>)>,
+    pub(crate) pushed: Vec<Compensation>,
+    pub(crate) scheduled: Vec<(String, OffsetDateTime)>,
+    pub(crate) cancelled: Vec<String>,
+    pub(crate) awaits: Vec<EventType>,
+    pub(crate) outcome: Option<Outcome>,
+}
+
+impl SagaContext {
+    pub(crate) fn new(saga: &str, now: OffsetDateTime, seed: u64, emits: Arc<BTreeSet<EventType>>) -> Self {
+        Self {
+            saga: saga.to_owned(),
+            now,
+            seed,
+            emits,
+            emitted: Vec::new(),
+            pushed: Vec::new(),
+            scheduled: Vec::new(),
+            cancelled: Vec::new(),
+            awaits: Vec::new(),
+            outcome: None,
+        }
+    }
+
+    /// The input's time (the event's `time`, or the timer's due time).
+    pub fn now(&self) -> OffsetDateTime {
+        self.now
+    }
+
+    /// A seed derived from the input's id: the only randomness a saga may use.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Emit a command or event.
+    pub fn emit<P: Payload>(&mut self, payload: &P) -> Result<(), EmitError> {
+        let ty = P::event_type();
+        self.check(&ty)?;
+        self.emitted.push((ty, encode_data(payload)?));
+        Ok(())
+    }
+
+    /// Emit with already-encoded msgpack data.
+    pub fn emit_raw(&mut self, ty: EventType, data: Vec<u8>) -> Result<(), EmitError> {
+        self.check(&ty)?;
+        self.emitted.push((ty, data));
+        Ok(())
+    }
+
+    /// Push the command that undoes the step just done. On failure, pushed commands are
+    /// emitted in reverse order.
+    pub fn push_compensation<P: Payload>(&mut self, payload: &P) -> Result<(), EmitError> {
+        let ty = P::event_type();
+        self.push_compensation_raw(ty, encode_data(payload)?)
+    }
+
+    /// [`SagaContext::push_compensation`] with already-encoded data.
+    pub fn push_compensation_raw(&mut self, ty: EventType, data: Vec<u8>) -> Result<(), EmitError> {
+        self.check(&ty)?;
+        self.pushed.push(Compensation {
+            ty: ty.to_string(),
+            data,
+        });
+        Ok(())
+    }
+
+    /// Schedule (or re-schedule) the named timer, due `after` the input's time.
+    pub fn schedule(&mut self, name: impl Into<String>, after: Duration) {
+        let due = self.now + after;
+        let name = name.into();
+        self.cancelled.retain(|n| n != &name);
+        self.scheduled.retain(|(n, _)| n != &name);
+        self.scheduled.push((name, due));
+    }
+
+    /// Cancel the named timer (no effect if it is not pending).
+    pub fn cancel(&mut self, name: impl Into<String>) {
+        let name = name.into();
+        self.scheduled.retain(|(n, _)| n != &name);
+        self.cancelled.push(name);
+    }
+
+    /// Declare that the instance now awaits an event type (read by the deadlock detector).
+    pub fn awaits(&mut self, ty: EventType) {
+        if !self.awaits.contains(&ty) {
+            self.awaits.push(ty);
+        }
+    }
+
+    /// End the instance as `Completed` after this input.
+    pub fn complete(&mut self) {
+        self.outcome = Some(Outcome::Complete);
+    }
+
+    /// Fail: after this input, emit the compensations in reverse order and end `Compensated`.
+    pub fn fail(&mut self, reason: impl Into<String>) {
+        self.outcome = Some(Outcome::Fail(reason.into()));
+    }
+
+    fn check(&self, ty: &EventType) -> Result<(), EmitError> {
+        if self.emits.contains(ty) {
+            Ok(())
+        } else {
+            Err(EmitError::Undeclared {
+                actor: self.saga.clone(),
+                ty: ty.to_string(),
+            })
+        }
+    }
+}

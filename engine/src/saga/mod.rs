@@ -1,0 +1,109 @@
+//! Sagas (process managers): per-instance state, a compensation stack and durable timers,
+//! decided by a pure handler and carried out by the runtime.
+
+mod context;
+pub(crate) mod decide;
+pub(crate) mod driver;
+mod lifecycle;
+pub(crate) mod outbox;
+mod record;
+mod slip;
+pub(crate) mod timers;
+
+use choreo_schemas::{CodecError, Event, EventType, SagaId};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::reactor::EmitError;
+use crate::retry::RetryPolicy;
+
+pub use context::SagaContext;
+pub use lifecycle::{
+    Lifecycle, LIFECYCLE_TYPES, SAGA_COMPENSATED, SAGA_COMPENSATING, SAGA_COMPLETED, SAGA_FAILED,
+    SAGA_FAULTED, SAGA_STARTED, SAGA_TIMED_OUT,
+};
+pub use record::{Compensation, InstanceRecord, SagaStatus};
+pub use slip::{RoutingSlip, RoutingSlipBuilder, SlipState, SlipStep};
+
+/// A process manager. `handle` and `on_timeout` are **pure**: no I/O, no clock, no randomness
+/// except [`SagaContext::now`] and [`SagaContext::seed`], so a replay decides the same.
+///
+/// An instance starts on one of [`Saga::starts_on`] (state = `State::default()`), continues on
+/// [`Saga::continues_on`], and ends when the handler calls `complete()` or `fail()`.
+pub trait Saga: Send + Sync + 'static {
+    /// The instance state, stored as msgpack.
+    type State: Serialize + DeserializeOwned + Default + Send + Sync + 'static;
+
+    /// Unique name (a subject token): names the consumers, the store keys and the DLQ subjects.
+    fn name(&self) -> &str;
+
+    /// Schema version of `State`; stored with each instance.
+    fn state_version(&self) -> u32 {
+        1
+    }
+
+    /// Read a state stored by an older version. `None`: the instance is faulted.
+    fn upcast(&self, _from_version: u32, _state: &[u8]) -> Option<Self::State> {
+        None
+    }
+
+    /// Event types that start an instance.
+    fn starts_on(&self) -> Vec<EventType>;
+
+    /// Event types that continue an existing instance (inputs for no instance are dropped).
+    fn continues_on(&self) -> Vec<EventType>;
+
+    /// Event types the saga may emit, compensations included.
+    fn emits(&self) -> Vec<EventType>;
+
+    /// Which instance an event belongs to (default: its correlation id). Instances are applied
+    /// in log order per partition, so keep instances within one correlation.
+    fn instance_of(&self, event: &Event) -> Option<SagaId> {
+        Some(SagaId::from(event.correlation.clone()))
+    }
+
+    /// Retries when the handler returns a transient error.
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::default()
+    }
+
+    /// Decide on an event.
+    fn handle(
+        &self,
+        state: &mut Self::State,
+        event: &Event,
+        ctx: &mut SagaContext,
+    ) -> Result<(), SagaError>;
+
+    /// Decide on a timer that fired.
+    fn on_timeout(
+        &self,
+        state: &mut Self::State,
+        timer: &str,
+        ctx: &mut SagaContext,
+    ) -> Result<(), SagaError>;
+}
+
+/// A saga handler error.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SagaError {
+    /// Retried with backoff; past the limit the instance is faulted.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// The instance is faulted at once and the input dead-lettered.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+impl From<CodecError> for SagaError {
+    fn from(e: CodecError) -> Self {
+        Self::Permanent(e.to_string())
+    }
+}
+
+impl From<EmitError> for SagaError {
+    fn from(e: EmitError) -> Self {
+        Self::Permanent(e.to_string())
+    }
+}

@@ -1,0 +1,110 @@
+//! What the store keeps per saga instance. Owned by the framework: always decodable, while the
+//! saga's own `state` bytes inside may need an upcaster.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a saga instance is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SagaStatus {
+    /// Started, not finished.
+    Running,
+    /// Ended by `complete()`.
+    Completed,
+    /// Failed or timed out; its compensations were emitted in reverse order.
+    Compensated,
+    /// Cannot continue (undecodable state, handler errors past the retry limit); the input that
+    /// faulted it is in the DLQ.
+    Faulted,
+}
+
+impl SagaStatus {
+    /// Completed, Compensated or Faulted.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Self::Running)
+    }
+
+    /// Lower-case name (`running`, `completed`, `compensated`, `faulted`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Compensated => "compensated",
+            Self::Faulted => "faulted",
+        }
+    }
+}
+
+impl fmt::Display for SagaStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for SagaStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "running" => Ok(Self::Running),
+            "completed" => Ok(Self::Completed),
+            "compensated" => Ok(Self::Compensated),
+            "faulted" => Ok(Self::Faulted),
+            other => Err(format!(
+                "unknown status {other:?} (running, completed, compensated, faulted)"
+            )),
+        }
+    }
+}
+
+/// A command that undoes a completed step, pushed by the saga and emitted on failure.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compensation {
+    /// Event type of the compensating command.
+    pub ty: String,
+    /// Its msgpack data.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// The stored record of one saga instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    /// Saga name.
+    pub saga: String,
+    /// Instance id.
+    pub instance: String,
+    /// Correlation of the instance (from its first input).
+    pub correlation: String,
+    /// Status.
+    pub status: SagaStatus,
+    /// Schema version of `state`.
+    pub state_version: u32,
+    /// The saga's state, msgpack.
+    #[serde(with = "serde_bytes")]
+    pub state: Vec<u8>,
+    /// Compensation stack, oldest first.
+    pub compensations: Vec<Compensation>,
+    /// Pending timers: name → due time (Unix ms).
+    pub timers: BTreeMap<String, i64>,
+    /// Event types the instance declared it awaits.
+    pub waits: Vec<String>,
+    /// Stream sequence of the last applied input: inputs at or below it are skipped.
+    pub watermark: u64,
+    /// Inputs applied (events and timers).
+    pub applied: u64,
+    /// Why it failed or faulted.
+    pub reason: Option<String>,
+    /// Id, depth and trace of the last applied event: timer firings are caused by it.
+    pub last_event: String,
+    /// Depth of the last applied event.
+    pub last_depth: u32,
+    /// W3C traceparent of the last applied event.
+    pub last_trace: Option<String>,
+    /// Created (Unix ms, from the first input's time).
+    pub created_ms: i64,
+    /// Last change (Unix ms, from the input's time).
+    pub updated_ms: i64,
+}

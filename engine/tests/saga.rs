@@ -1,0 +1,204 @@
+//! Sagas and routing slips against a real nats-server and sled on a temp dir.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use choreo::{Node, RunningNode, SagaStatus, Store, SAGA_COMPENSATED, SAGA_COMPLETED, SAGA_FAULTED};
+use common::trip::{trip, Agency, Scenario, TripSaga};
+use common::{history_types, wait_dead_letters, wait_events, wait_until, Harness};
+
+const CAR_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// Which implementation of the itinerary a test hosts.
+#[derive(Clone, Copy)]
+enum Kind {
+    Saga,
+    Slip,
+}
+
+async fn start_node(h: &Harness, dir: &std::path::Path, kind: Kind) -> Result<RunningNode> {
+    let b = Node::builder().bus(h.config()?).data_dir(dir).reactor(Agency);
+    let b = match kind {
+        Kind::Saga => b.saga(TripSaga { name: "trip", car_timeout: CAR_TIMEOUT }),
+        Kind::Slip => b.saga(common::trip::trip_slip("trip", CAR_TIMEOUT)),
+    };
+    Ok(b.build()?.start().await?)
+}
+
+fn count(types: &[String], t: &str) -> usize {
+    types.iter().filter(|x| x.as_str() == t).count()
+}
+
+/// Happy path, hotel failure and silent car, for one implementation.
+async fn three_outcomes(kind: Kind) -> Result<()> {
+    let h = Harness::start().await?;
+    let dir = tempfile::tempdir()?;
+    let node = start_node(&h, dir.path(), kind).await?;
+    h.bus
+        .publish_all(&[
+            trip("trip-ok", Scenario::Ok),
+            trip("trip-hotel", Scenario::HotelFails),
+            trip("trip-car", Scenario::CarSilent),
+        ])
+        .await?;
+    let subjects = h.bus.subjects();
+    wait_events(&h.bus, &subjects.type_filter(&common::trip::ty(SAGA_COMPLETED)), 1).await?;
+    wait_events(&h.bus, &subjects.type_filter(&common::trip::ty(SAGA_COMPENSATED)), 2).await?;
+    let store = node.store().context("sagas have a store")?.clone();
+
+    let ok = history_types(&h.bus, "trip-ok").await?;
+    assert_eq!(
+        ok,
+        [
+            "trip.requested.v1", "choreo.saga.started", "flight.book.v1", "flight.booked.v1",
+            "hotel.book.v1", "hotel.booked.v1", "car.book.v1", "car.booked.v1", "choreo.saga.completed",
+        ]
+    );
+    let r = store.get("trip", "trip-ok")?.context("instance")?;
+    assert_eq!(r.status, SagaStatus::Completed);
+    assert!(r.timers.is_empty() && r.compensations.is_empty());
+
+    let hotel = history_types(&h.bus, "trip-hotel").await?;
+    assert_eq!(count(&hotel, "flight.cancel.v1"), 1, "{hotel:?}");
+    assert_eq!(count(&hotel, "hotel.cancel.v1") + count(&hotel, "car.book.v1"), 0, "{hotel:?}");
+    let tail: Vec<&str> = hotel.iter().rev().take(4).rev().map(String::as_str).collect();
+    assert_eq!(tail, ["choreo.saga.failed", "choreo.saga.compensating", "flight.cancel.v1", "choreo.saga.compensated"]);
+    let r = store.get("trip", "trip-hotel")?.context("instance")?;
+    assert_eq!(r.status, SagaStatus::Compensated);
+    assert!(r.reason.as_deref().is_some_and(|x| x.ends_with("hotel failed")), "{:?}", r.reason);
+
+    let car = history_types(&h.bus, "trip-car").await?;
+    assert_eq!(count(&car, "choreo.saga.timed_out"), 1, "the car timer fired once: {car:?}");
+    let cancels: Vec<&str> = car.iter().filter(|t| t.ends_with(".cancel.v1")).map(String::as_str).collect();
+    assert_eq!(cancels, ["hotel.cancel.v1", "flight.cancel.v1"], "reverse order");
+    let r = store.get("trip", "trip-car")?.context("instance")?;
+    assert_eq!(r.status, SagaStatus::Compensated);
+    assert!(r.reason.as_deref().is_some_and(|x| x.contains("car")), "{:?}", r.reason);
+    assert_eq!(store.timers_len(), 0, "no timer left behind");
+
+    node.shutdown().await?;
+    assert_eq!(store.outbox_len(), 0, "outbox drained");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_completes_compensates_and_times_out() -> Result<()> {
+    three_outcomes(Kind::Saga).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_slip_completes_compensates_and_times_out() -> Result<()> {
+    three_outcomes(Kind::Slip).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivered_inputs_change_nothing() -> Result<()> {
+    let h = Harness::start().await?;
+    let dir = tempfile::tempdir()?;
+    let node = start_node(&h, dir.path(), Kind::Saga).await?;
+    h.bus.publish(&trip("dup-1", Scenario::Ok)).await?;
+    let completed = h.bus.subjects().type_filter(&common::trip::ty(SAGA_COMPLETED));
+    wait_events(&h.bus, &completed, 1).await?;
+    node.shutdown().await?;
+    let before = history_types(&h.bus, "dup-1").await?;
+    let record_before = Store::open(dir.path())?.get("trip", "dup-1")?.context("instance")?;
+
+    // Forget the consumers' progress: every input is delivered again from the start.
+    let stream = h.bus.jetstream().get_stream("CHOREO_EVENTS").await?;
+    for p in 0..h.partitions {
+        stream.delete_consumer(&format!("trip-p{p}")).await?;
+    }
+    let node = start_node(&h, dir.path(), Kind::Saga).await?;
+    wait_until("the saga consumers have re-read the log", || {
+        let stream = stream.clone();
+        let partitions = h.partitions;
+        async move {
+            for p in 0..partitions {
+                let info = stream.clone().consumer_info(format!("trip-p{p}")).await?;
+                if info.num_pending > 0 || info.num_ack_pending > 0 {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+    })
+    .await?;
+    let metrics = node.metrics().clone();
+    let store = node.store().context("store")?.clone();
+    node.shutdown().await?;
+    assert_eq!(history_types(&h.bus, "dup-1").await?, before, "nothing new on the log");
+    assert_eq!(store.get("trip", "dup-1")?.context("instance")?, record_before, "state unchanged");
+    assert_eq!(metrics.snapshot("trip").handled, 0, "every redelivery skipped by the watermark");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_state_faults_only_its_instance() -> Result<()> {
+    let h = Harness::start().await?;
+    let dir = tempfile::tempdir()?;
+    // Two trips wait for a car that never answers (the timeout is far away).
+    let long = |h: &Harness| -> Result<Node> {
+        Ok(Node::builder()
+            .bus(h.config()?)
+            .data_dir(dir.path())
+            .reactor(Agency)
+            .saga(TripSaga { name: "trip", car_timeout: Duration::from_secs(600) })
+            .build()?)
+    };
+    let node = long(&h)?.start().await?;
+    h.bus
+        .publish_all(&[trip("good-1", Scenario::CarSilent), trip("bad-1", Scenario::CarSilent)])
+        .await?;
+    let car_book = h.bus.subjects().type_filter(&common::trip::book("car"));
+    wait_events(&h.bus, &car_book, 2).await?;
+    let store = node.store().context("store")?.clone();
+    wait_until("both trips await the car", || {
+        let store = store.clone();
+        async move {
+            Ok(["good-1", "bad-1"].iter().all(|t| {
+                store.get("trip", t).ok().flatten().is_some_and(|r| r.waits == ["car.booked.v1"])
+            }))
+        }
+    })
+    .await?;
+    node.shutdown().await?;
+    drop(store);
+
+    // Corrupt one instance's state behind the node's back.
+    {
+        let db = sled::open(dir.path())?;
+        let tree = db.open_tree("instances")?;
+        let key = b"trip\0bad-1";
+        let bytes = tree.get(key)?.context("record")?;
+        let mut record: choreo::InstanceRecord = rmp_serde::from_slice(&bytes)?;
+        record.state = vec![0xc1, 0x00];
+        tree.insert(key, rmp_serde::to_vec_named(&record)?)?;
+        db.flush()?;
+    }
+
+    let node = long(&h)?.start().await?;
+    let booked = |id: &str| -> Result<choreo::Event> {
+        Ok(choreo::Event::root(
+            "urn:test",
+            choreo::CorrelationId::new(id)?,
+            &common::trip::TripRequested { trip: id.into(), scenario: Scenario::Ok },
+        )
+        .map(|mut e| {
+            e.ty = common::trip::booked("car");
+            e
+        })?)
+    };
+    h.bus.publish_all(&[booked("bad-1")?, booked("good-1")?]).await?;
+    let letters = wait_dead_letters(&h.bus, 1).await?;
+    assert_eq!((letters[0].reason.as_str(), letters[0].actor.as_str()), ("saga_faulted", "trip"));
+    assert!(letters[0].detail.contains("state does not decode"), "{}", letters[0].detail);
+    wait_events(&h.bus, &h.bus.subjects().type_filter(&common::trip::ty(SAGA_COMPLETED)), 1).await?;
+    wait_events(&h.bus, &h.bus.subjects().type_filter(&common::trip::ty(SAGA_FAULTED)), 1).await?;
+    let store = node.store().context("store")?.clone();
+    node.shutdown().await?;
+    assert_eq!(store.get("trip", "bad-1")?.context("bad")?.status, SagaStatus::Faulted);
+    assert_eq!(store.get("trip", "good-1")?.context("good")?.status, SagaStatus::Completed);
+    Ok(())
+}
