@@ -4,6 +4,7 @@ mod demo;
 mod dev;
 mod format;
 mod publish;
+mod sagas;
 mod tail;
 
 use std::process::ExitCode;
@@ -53,6 +54,8 @@ enum Command {
     Publish(publish::PublishArgs),
     /// Follow the log, one line per event.
     Tail(tail::TailArgs),
+    /// Inspect saga instances in a node's store (`list`, `show`).
+    Sagas(sagas::SagasArgs),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
             Command::Demo(a) => demo::run(a).await,
             Command::Publish(a) => publish::run(a).await,
             Command::Tail(a) => tail::run(a).await,
+            Command::Sagas(a) => sagas::run(a),
         }
     });
     match result {

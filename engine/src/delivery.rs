@@ -38,7 +38,10 @@ pub(crate) async fn with_progress<F: Future>(msg: &Message, every: Duration, fut
 
 /// Ask JetStream to redeliver soon (infrastructure trouble, not the input's fault).
 pub(crate) async fn nak_later(msg: &Message) {
-    if let Err(e) = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await {
+    if let Err(e) = msg
+        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+        .await
+    {
         debug!(error = %e, "nak failed; the message is redelivered after ack_wait");
     }
 }
@@ -68,7 +71,10 @@ pub(crate) async fn dead_letter(
         stream_seq,
         subject,
     );
-    match bus.publish_raw(dlq_subject, headers, msg.payload.clone()).await {
+    match bus
+        .publish_raw(dlq_subject, headers, msg.payload.clone())
+        .await
+    {
         Ok(_) => {
             counters.dead_lettered();
             warn!(%actor, stream_seq, reason = reason.code(), detail = %reason, "dead-lettered");

@@ -80,10 +80,10 @@ pub use saga::{
     SagaError, SagaStatus, SlipState, SlipStep, LIFECYCLE_TYPES, SAGA_COMPENSATED,
     SAGA_COMPENSATING, SAGA_COMPLETED, SAGA_FAILED, SAGA_FAULTED, SAGA_STARTED, SAGA_TIMED_OUT,
 };
-pub use store::{Store, StoreError, TimerEntry};
 pub use server::{
     free_port, NatsServer, ServerBinary, ServerOptions, ENV_NATS_SERVER, PROJECT_LOCAL_SERVER,
 };
+pub use store::{Store, StoreError, TimerEntry};
 
 pub use choreo_schemas as schemas;
 pub use choreo_schemas::{

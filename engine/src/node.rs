@@ -100,7 +100,8 @@ impl NodeBuilder {
             }
         };
         let starts: BTreeSet<EventType> = saga.starts_on().into_iter().collect();
-        let inputs: BTreeSet<EventType> = starts.iter().cloned().chain(saga.continues_on()).collect();
+        let inputs: BTreeSet<EventType> =
+            starts.iter().cloned().chain(saga.continues_on()).collect();
         let emits: BTreeSet<EventType> = saga.emits().into_iter().collect();
         self.sagas.push(Arc::new(SagaHost {
             retry: saga.retry_policy(),
@@ -203,7 +204,10 @@ impl NodeBuilder {
                 )));
             }
             if s.inputs().is_empty() {
-                return Err(ConfigError::new(format!("saga {} consumes no event types", s.name())));
+                return Err(ConfigError::new(format!(
+                    "saga {} consumes no event types",
+                    s.name()
+                )));
             }
             for ty in s.inputs().iter().chain(s.emits()) {
                 self.registry.register_opaque(ty.clone());
@@ -302,7 +306,10 @@ impl Node {
             tasks: Vec::new(),
             background: Vec::new(),
         };
-        if let Err(e) = self.spawn_all(&bus, &metrics, rx, stop_rx, &mut running).await {
+        if let Err(e) = self
+            .spawn_all(&bus, &metrics, rx, stop_rx, &mut running)
+            .await
+        {
             if let Err(stop_err) = running.shutdown_inner().await {
                 warn!(error = %stop_err, "stopping after a failed start");
             }
@@ -327,7 +334,9 @@ impl Node {
                 counters: metrics.actor(host.name().as_str()),
                 shutdown: rx.clone(),
             };
-            running.tasks.push((host.name().clone(), host.start(env).await?));
+            running
+                .tasks
+                .push((host.name().clone(), host.start(env).await?));
             info!(actor = %host.name(), "reactor started");
         }
         let Some(dir) = self.data_dir.as_ref().filter(|_| !self.sagas.is_empty()) else {

@@ -5,7 +5,9 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use choreo::{Node, RunningNode, SagaStatus, Store, SAGA_COMPENSATED, SAGA_COMPLETED, SAGA_FAULTED};
+use choreo::{
+    Node, RunningNode, SagaStatus, Store, SAGA_COMPENSATED, SAGA_COMPLETED, SAGA_FAULTED,
+};
 use common::trip::{trip, Agency, Scenario, TripSaga};
 use common::{history_types, wait_dead_letters, wait_events, wait_until, Harness};
 
@@ -19,9 +21,15 @@ enum Kind {
 }
 
 async fn start_node(h: &Harness, dir: &std::path::Path, kind: Kind) -> Result<RunningNode> {
-    let b = Node::builder().bus(h.config()?).data_dir(dir).reactor(Agency);
+    let b = Node::builder()
+        .bus(h.config()?)
+        .data_dir(dir)
+        .reactor(Agency);
     let b = match kind {
-        Kind::Saga => b.saga(TripSaga { name: "trip", car_timeout: CAR_TIMEOUT }),
+        Kind::Saga => b.saga(TripSaga {
+            name: "trip",
+            car_timeout: CAR_TIMEOUT,
+        }),
         Kind::Slip => b.saga(common::trip::trip_slip("trip", CAR_TIMEOUT)),
     };
     Ok(b.build()?.start().await?)
@@ -44,16 +52,33 @@ async fn three_outcomes(kind: Kind) -> Result<()> {
         ])
         .await?;
     let subjects = h.bus.subjects();
-    wait_events(&h.bus, &subjects.type_filter(&common::trip::ty(SAGA_COMPLETED)), 1).await?;
-    wait_events(&h.bus, &subjects.type_filter(&common::trip::ty(SAGA_COMPENSATED)), 2).await?;
+    wait_events(
+        &h.bus,
+        &subjects.type_filter(&common::trip::ty(SAGA_COMPLETED)),
+        1,
+    )
+    .await?;
+    wait_events(
+        &h.bus,
+        &subjects.type_filter(&common::trip::ty(SAGA_COMPENSATED)),
+        2,
+    )
+    .await?;
     let store = node.store().context("sagas have a store")?.clone();
 
     let ok = history_types(&h.bus, "trip-ok").await?;
     assert_eq!(
         ok,
         [
-            "trip.requested.v1", "choreo.saga.started", "flight.book.v1", "flight.booked.v1",
-            "hotel.book.v1", "hotel.booked.v1", "car.book.v1", "car.booked.v1", "choreo.saga.completed",
+            "trip.requested.v1",
+            "choreo.saga.started",
+            "flight.book.v1",
+            "flight.booked.v1",
+            "hotel.book.v1",
+            "hotel.booked.v1",
+            "car.book.v1",
+            "car.booked.v1",
+            "choreo.saga.completed",
         ]
     );
     let r = store.get("trip", "trip-ok")?.context("instance")?;
@@ -62,20 +87,60 @@ async fn three_outcomes(kind: Kind) -> Result<()> {
 
     let hotel = history_types(&h.bus, "trip-hotel").await?;
     assert_eq!(count(&hotel, "flight.cancel.v1"), 1, "{hotel:?}");
-    assert_eq!(count(&hotel, "hotel.cancel.v1") + count(&hotel, "car.book.v1"), 0, "{hotel:?}");
-    let tail: Vec<&str> = hotel.iter().rev().take(4).rev().map(String::as_str).collect();
-    assert_eq!(tail, ["choreo.saga.failed", "choreo.saga.compensating", "flight.cancel.v1", "choreo.saga.compensated"]);
+    assert_eq!(
+        count(&hotel, "hotel.cancel.v1") + count(&hotel, "car.book.v1"),
+        0,
+        "{hotel:?}"
+    );
+    let tail: Vec<&str> = hotel
+        .iter()
+        .rev()
+        .take(4)
+        .rev()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "choreo.saga.failed",
+            "choreo.saga.compensating",
+            "flight.cancel.v1",
+            "choreo.saga.compensated"
+        ]
+    );
     let r = store.get("trip", "trip-hotel")?.context("instance")?;
     assert_eq!(r.status, SagaStatus::Compensated);
-    assert!(r.reason.as_deref().is_some_and(|x| x.ends_with("hotel failed")), "{:?}", r.reason);
+    assert!(
+        r.reason
+            .as_deref()
+            .is_some_and(|x| x.ends_with("hotel failed")),
+        "{:?}",
+        r.reason
+    );
 
     let car = history_types(&h.bus, "trip-car").await?;
-    assert_eq!(count(&car, "choreo.saga.timed_out"), 1, "the car timer fired once: {car:?}");
-    let cancels: Vec<&str> = car.iter().filter(|t| t.ends_with(".cancel.v1")).map(String::as_str).collect();
-    assert_eq!(cancels, ["hotel.cancel.v1", "flight.cancel.v1"], "reverse order");
+    assert_eq!(
+        count(&car, "choreo.saga.timed_out"),
+        1,
+        "the car timer fired once: {car:?}"
+    );
+    let cancels: Vec<&str> = car
+        .iter()
+        .filter(|t| t.ends_with(".cancel.v1"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        cancels,
+        ["hotel.cancel.v1", "flight.cancel.v1"],
+        "reverse order"
+    );
     let r = store.get("trip", "trip-car")?.context("instance")?;
     assert_eq!(r.status, SagaStatus::Compensated);
-    assert!(r.reason.as_deref().is_some_and(|x| x.contains("car")), "{:?}", r.reason);
+    assert!(
+        r.reason.as_deref().is_some_and(|x| x.contains("car")),
+        "{:?}",
+        r.reason
+    );
     assert_eq!(store.timers_len(), 0, "no timer left behind");
 
     node.shutdown().await?;
@@ -99,11 +164,16 @@ async fn redelivered_inputs_change_nothing() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let node = start_node(&h, dir.path(), Kind::Saga).await?;
     h.bus.publish(&trip("dup-1", Scenario::Ok)).await?;
-    let completed = h.bus.subjects().type_filter(&common::trip::ty(SAGA_COMPLETED));
+    let completed = h
+        .bus
+        .subjects()
+        .type_filter(&common::trip::ty(SAGA_COMPLETED));
     wait_events(&h.bus, &completed, 1).await?;
     node.shutdown().await?;
     let before = history_types(&h.bus, "dup-1").await?;
-    let record_before = Store::open(dir.path())?.get("trip", "dup-1")?.context("instance")?;
+    let record_before = Store::open(dir.path())?
+        .get("trip", "dup-1")?
+        .context("instance")?;
 
     // Forget the consumers' progress: every input is delivered again from the start.
     let stream = h.bus.jetstream().get_stream("CHOREO_EVENTS").await?;
@@ -128,9 +198,21 @@ async fn redelivered_inputs_change_nothing() -> Result<()> {
     let metrics = node.metrics().clone();
     let store = node.store().context("store")?.clone();
     node.shutdown().await?;
-    assert_eq!(history_types(&h.bus, "dup-1").await?, before, "nothing new on the log");
-    assert_eq!(store.get("trip", "dup-1")?.context("instance")?, record_before, "state unchanged");
-    assert_eq!(metrics.snapshot("trip").handled, 0, "every redelivery skipped by the watermark");
+    assert_eq!(
+        history_types(&h.bus, "dup-1").await?,
+        before,
+        "nothing new on the log"
+    );
+    assert_eq!(
+        store.get("trip", "dup-1")?.context("instance")?,
+        record_before,
+        "state unchanged"
+    );
+    assert_eq!(
+        metrics.snapshot("trip").handled,
+        0,
+        "every redelivery skipped by the watermark"
+    );
     Ok(())
 }
 
@@ -144,12 +226,18 @@ async fn an_undecodable_state_faults_only_its_instance() -> Result<()> {
             .bus(h.config()?)
             .data_dir(dir.path())
             .reactor(Agency)
-            .saga(TripSaga { name: "trip", car_timeout: Duration::from_secs(600) })
+            .saga(TripSaga {
+                name: "trip",
+                car_timeout: Duration::from_secs(600),
+            })
             .build()?)
     };
     let node = long(&h)?.start().await?;
     h.bus
-        .publish_all(&[trip("good-1", Scenario::CarSilent), trip("bad-1", Scenario::CarSilent)])
+        .publish_all(&[
+            trip("good-1", Scenario::CarSilent),
+            trip("bad-1", Scenario::CarSilent),
+        ])
         .await?;
     let car_book = h.bus.subjects().type_filter(&common::trip::book("car"));
     wait_events(&h.bus, &car_book, 2).await?;
@@ -158,7 +246,11 @@ async fn an_undecodable_state_faults_only_its_instance() -> Result<()> {
         let store = store.clone();
         async move {
             Ok(["good-1", "bad-1"].iter().all(|t| {
-                store.get("trip", t).ok().flatten().is_some_and(|r| r.waits == ["car.booked.v1"])
+                store
+                    .get("trip", t)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| r.waits == ["car.booked.v1"])
             }))
         }
     })
@@ -183,22 +275,54 @@ async fn an_undecodable_state_faults_only_its_instance() -> Result<()> {
         Ok(choreo::Event::root(
             "urn:test",
             choreo::CorrelationId::new(id)?,
-            &common::trip::TripRequested { trip: id.into(), scenario: Scenario::Ok },
+            &common::trip::TripRequested {
+                trip: id.into(),
+                scenario: Scenario::Ok,
+            },
         )
         .map(|mut e| {
             e.ty = common::trip::booked("car");
             e
         })?)
     };
-    h.bus.publish_all(&[booked("bad-1")?, booked("good-1")?]).await?;
+    h.bus
+        .publish_all(&[booked("bad-1")?, booked("good-1")?])
+        .await?;
     let letters = wait_dead_letters(&h.bus, 1).await?;
-    assert_eq!((letters[0].reason.as_str(), letters[0].actor.as_str()), ("saga_faulted", "trip"));
-    assert!(letters[0].detail.contains("state does not decode"), "{}", letters[0].detail);
-    wait_events(&h.bus, &h.bus.subjects().type_filter(&common::trip::ty(SAGA_COMPLETED)), 1).await?;
-    wait_events(&h.bus, &h.bus.subjects().type_filter(&common::trip::ty(SAGA_FAULTED)), 1).await?;
+    assert_eq!(
+        (letters[0].reason.as_str(), letters[0].actor.as_str()),
+        ("saga_faulted", "trip")
+    );
+    assert!(
+        letters[0].detail.contains("state does not decode"),
+        "{}",
+        letters[0].detail
+    );
+    wait_events(
+        &h.bus,
+        &h.bus
+            .subjects()
+            .type_filter(&common::trip::ty(SAGA_COMPLETED)),
+        1,
+    )
+    .await?;
+    wait_events(
+        &h.bus,
+        &h.bus
+            .subjects()
+            .type_filter(&common::trip::ty(SAGA_FAULTED)),
+        1,
+    )
+    .await?;
     let store = node.store().context("store")?.clone();
     node.shutdown().await?;
-    assert_eq!(store.get("trip", "bad-1")?.context("bad")?.status, SagaStatus::Faulted);
-    assert_eq!(store.get("trip", "good-1")?.context("good")?.status, SagaStatus::Completed);
+    assert_eq!(
+        store.get("trip", "bad-1")?.context("bad")?.status,
+        SagaStatus::Faulted
+    );
+    assert_eq!(
+        store.get("trip", "good-1")?.context("good")?.status,
+        SagaStatus::Completed
+    );
     Ok(())
 }

@@ -249,13 +249,19 @@ impl<R: Reactor> Driver<R> {
             trace_id = %event.traceparent.map(|t| t.trace_id_hex()).unwrap_or_default(),
             attempt = tracing::field::Empty,
         );
-        self.handle(&msg, event)
-            .instrument(span)
-            .await;
+        self.handle(&msg, event).instrument(span).await;
     }
 
     async fn dead_letter(&self, msg: &Message, reason: DlqReason, attempts: u32) {
-        dead_letter(&self.env.bus, &self.name, &self.env.counters, msg, reason, attempts).await;
+        dead_letter(
+            &self.env.bus,
+            &self.name,
+            &self.env.counters,
+            msg,
+            reason,
+            attempts,
+        )
+        .await;
     }
 
     async fn handle(&self, msg: &Message, event: Event) {

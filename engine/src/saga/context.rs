@@ -34,7 +34,12 @@ pub struct SagaContext {
 }
 
 impl SagaContext {
-    pub(crate) fn new(saga: &str, now: OffsetDateTime, seed: u64, emits: Arc<BTreeSet<EventType>>) -> Self {
+    pub(crate) fn new(
+        saga: &str,
+        now: OffsetDateTime,
+        seed: u64,
+        emits: Arc<BTreeSet<EventType>>,
+    ) -> Self {
         Self {
             saga: saga.to_owned(),
             now,

@@ -33,15 +33,18 @@ pub(crate) enum Skip {
     StaleTimer,
 }
 
+/// A timer by (name, due Unix ms).
+pub(crate) type TimerChange = (String, i64);
+
 /// What the store must commit for one input, atomically.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Transition {
     pub(crate) record: InstanceRecord,
     pub(crate) outbox: Vec<Event>,
-    /// Timers to delete: (name, due ms).
-    pub(crate) timers_removed: Vec<(String, i64)>,
-    /// Timers to insert: (name, due ms).
-    pub(crate) timers_added: Vec<(String, i64)>,
+    /// Timers to delete.
+    pub(crate) timers_removed: Vec<TimerChange>,
+    /// Timers to insert.
+    pub(crate) timers_added: Vec<TimerChange>,
 }
 
 /// The decision for one input.
@@ -52,7 +55,10 @@ pub(crate) enum Decision {
     /// The handler failed transiently: retry, or fault past the limit.
     Retry(String),
     /// The instance cannot continue: commit the faulted record, dead-letter the input.
-    Fault { transition: Transition, reason: String },
+    Fault {
+        transition: Transition,
+        reason: String,
+    },
 }
 
 /// Static facts about a saga the core needs.
@@ -81,7 +87,9 @@ pub(crate) fn decide<S: Saga>(
 ) -> Decision {
     let mut started = false;
     let mut record = match (existing, input) {
-        (Some(r), SagaInput::Event { seq, .. }) if seq <= r.watermark => return Decision::Skip(Skip::Duplicate),
+        (Some(r), SagaInput::Event { seq, .. }) if seq <= r.watermark => {
+            return Decision::Skip(Skip::Duplicate)
+        }
         (Some(r), _) if r.status.is_terminal() => return Decision::Skip(Skip::Terminal),
         (Some(r), SagaInput::Timer { name, due_ms }) => {
             if r.timers.get(name) != Some(&due_ms) {
@@ -107,7 +115,14 @@ pub(crate) fn decide<S: Saga>(
         match rmp_serde::from_slice(&record.state) {
             Ok(s) => s,
             Err(e) => {
-                return fault(saga, meta, Some(record), instance, input, format!("state does not decode: {e}"))
+                return fault(
+                    saga,
+                    meta,
+                    Some(record),
+                    instance,
+                    input,
+                    format!("state does not decode: {e}"),
+                )
             }
         }
     } else {
@@ -127,7 +142,9 @@ pub(crate) fn decide<S: Saga>(
     let now = input_time(input);
     let seed = match input {
         SagaInput::Event { event, .. } => seed_of(&event.id),
-        SagaInput::Timer { name, due_ms } => seed_of(&timer_input_id(&meta.name, instance, name, due_ms)),
+        SagaInput::Timer { name, due_ms } => {
+            seed_of(&timer_input_id(&meta.name, instance, name, due_ms))
+        }
     };
     let mut ctx = SagaContext::new(&meta.name, now, seed, Arc::clone(&meta.emits));
     let result = match input {
@@ -138,13 +155,27 @@ pub(crate) fn decide<S: Saga>(
         Ok(()) => {}
         Err(SagaError::Transient(e)) => return Decision::Retry(e),
         Err(SagaError::Permanent(e)) => {
-            return fault(saga, meta, Some(record), instance, input, format!("handler error: {e}"));
+            return fault(
+                saga,
+                meta,
+                Some(record),
+                instance,
+                input,
+                format!("handler error: {e}"),
+            );
         }
     }
     let state_bytes = match rmp_serde::to_vec_named(&state) {
         Ok(b) => b,
         Err(e) => {
-            return fault(saga, meta, Some(record), instance, input, format!("state does not encode: {e}"))
+            return fault(
+                saga,
+                meta,
+                Some(record),
+                instance,
+                input,
+                format!("state does not encode: {e}"),
+            )
         }
     };
 
@@ -260,7 +291,12 @@ fn input_time(input: SagaInput<'_>) -> OffsetDateTime {
     }
 }
 
-fn new_record<S: Saga>(saga: &S, meta: &SagaMeta, instance: &SagaId, event: &Event) -> InstanceRecord {
+fn new_record<S: Saga>(
+    saga: &S,
+    meta: &SagaMeta,
+    instance: &SagaId,
+    event: &Event,
+) -> InstanceRecord {
     InstanceRecord {
         saga: meta.name.clone(),
         instance: instance.to_string(),
@@ -296,7 +332,7 @@ fn advance(record: &mut InstanceRecord, input: SagaInput<'_>, now: OffsetDateTim
 fn timer_diff(
     before: &std::collections::BTreeMap<String, i64>,
     after: &std::collections::BTreeMap<String, i64>,
-) -> (Vec<(String, i64)>, Vec<(String, i64)>) {
+) -> (Vec<TimerChange>, Vec<TimerChange>) {
     let removed = before
         .iter()
         .filter(|(k, v)| after.get(*k) != Some(v))
@@ -335,7 +371,9 @@ impl Outputs {
                 event.id,
                 event.id,
                 event.depth,
-                event.traceparent.unwrap_or_else(|| TraceParent::root_for(&event.id)),
+                event
+                    .traceparent
+                    .unwrap_or_else(|| TraceParent::root_for(&event.id)),
             ),
             SagaInput::Timer { name, due_ms } => {
                 let id = timer_input_id(saga, instance, name, due_ms);
@@ -368,7 +406,9 @@ impl Outputs {
         let id = EventId::derive(&format!("{}/{index}", self.prefix));
         // A timer firing's later outputs are caused by its `timed_out` record.
         let (causation, depth) = match self.events.first() {
-            Some(first) if first.ty.as_str() == lifecycle::SAGA_TIMED_OUT => (first.id, first.depth),
+            Some(first) if first.ty.as_str() == lifecycle::SAGA_TIMED_OUT => {
+                (first.id, first.depth)
+            }
             _ => (self.causation, self.depth),
         };
         self.events.push(Event {
@@ -417,9 +457,14 @@ mod tests {
         let mut b = RoutingSlip::builder("trip", ty("trip.requested.v1"));
         for s in ["flight", "hotel", "car"] {
             b = b.step(
-                SlipStep::new(s, ty(&format!("{s}.book.v1")), ty(&format!("{s}.booked.v1")), ty(&format!("{s}.failed.v1")))
-                    .compensate_with(ty(&format!("{s}.cancel.v1")))
-                    .timeout(Duration::from_secs(30)),
+                SlipStep::new(
+                    s,
+                    ty(&format!("{s}.book.v1")),
+                    ty(&format!("{s}.booked.v1")),
+                    ty(&format!("{s}.failed.v1")),
+                )
+                .compensate_with(ty(&format!("{s}.cancel.v1")))
+                .timeout(Duration::from_secs(30)),
             );
         }
         b.build().expect("valid slip")
@@ -434,7 +479,12 @@ mod tests {
     }
 
     fn event(t: &str) -> Event {
-        Event::root_raw("urn:t", CorrelationId::new("t1").expect("valid"), ty(t), vec![0x90])
+        Event::root_raw(
+            "urn:t",
+            CorrelationId::new("t1").expect("valid"),
+            ty(t),
+            vec![0x90],
+        )
     }
 
     /// Step answers and timer firings, by step index.
@@ -468,7 +518,8 @@ mod tests {
             let id = SagaId::new("t1").expect("valid");
             let d = decide(s, m, self.record.clone(), &id, input);
             if let Decision::Commit(t) | Decision::Fault { transition: t, .. } = &d {
-                self.emitted.extend(t.outbox.iter().map(|e| e.ty.to_string()));
+                self.emitted
+                    .extend(t.outbox.iter().map(|e| e.ty.to_string()));
                 self.record = Some(t.record.clone());
             }
             d
@@ -476,7 +527,14 @@ mod tests {
 
         fn send(&mut self, s: &RoutingSlip, m: &SagaMeta, e: &Event) -> Decision {
             self.seq += 1;
-            self.apply(s, m, SagaInput::Event { event: e, seq: self.seq })
+            self.apply(
+                s,
+                m,
+                SagaInput::Event {
+                    event: e,
+                    seq: self.seq,
+                },
+            )
         }
     }
 
@@ -547,13 +605,35 @@ mod tests {
     fn inputs_at_or_below_the_watermark_are_skipped() {
         let s = slip();
         let m = meta(&s);
-        let mut run = Run { record: None, emitted: Vec::new(), seq: 0 };
+        let mut run = Run {
+            record: None,
+            emitted: Vec::new(),
+            seq: 0,
+        };
         let start = event("trip.requested.v1");
         assert!(matches!(run.send(&s, &m, &start), Decision::Commit(_)));
         let id = SagaId::new("t1").expect("valid");
-        let again = decide(&s, &m, run.record.clone(), &id, SagaInput::Event { event: &start, seq: 1 });
+        let again = decide(
+            &s,
+            &m,
+            run.record.clone(),
+            &id,
+            SagaInput::Event {
+                event: &start,
+                seq: 1,
+            },
+        );
         assert_eq!(again, Decision::Skip(Skip::Duplicate));
-        let orphan = decide(&s, &m, None, &id, SagaInput::Event { event: &event("hotel.booked.v1"), seq: 9 });
+        let orphan = decide(
+            &s,
+            &m,
+            None,
+            &id,
+            SagaInput::Event {
+                event: &event("hotel.booked.v1"),
+                seq: 9,
+            },
+        );
         assert_eq!(orphan, Decision::Skip(Skip::NoInstance));
     }
 
@@ -561,7 +641,11 @@ mod tests {
     fn an_unreadable_state_faults_the_instance() {
         let s = slip();
         let m = meta(&s);
-        let mut run = Run { record: None, emitted: Vec::new(), seq: 0 };
+        let mut run = Run {
+            record: None,
+            emitted: Vec::new(),
+            seq: 0,
+        };
         run.send(&s, &m, &event("trip.requested.v1"));
         let mut broken = run.record.clone().expect("started");
         broken.state_version = 7;
@@ -570,7 +654,9 @@ mod tests {
             Decision::Fault { transition, reason } => {
                 assert_eq!(transition.record.status, SagaStatus::Faulted);
                 assert!(reason.contains("schema version 7"), "{reason}");
-                assert!(transition.record.timers.is_empty() && transition.timers_removed.len() == 1);
+                assert!(
+                    transition.record.timers.is_empty() && transition.timers_removed.len() == 1
+                );
             }
             other => panic!("expected a fault, got {other:?}"),
         }
@@ -582,14 +668,37 @@ mod tests {
         let m = meta(&s);
         let id = SagaId::new("t1").expect("valid");
         let start = event("trip.requested.v1");
-        let a = decide(&s, &m, None, &id, SagaInput::Event { event: &start, seq: 1 });
-        let b = decide(&s, &m, None, &id, SagaInput::Event { event: &start, seq: 1 });
-        let (Decision::Commit(a), Decision::Commit(b)) = (a, b) else { panic!("both commit") };
+        let a = decide(
+            &s,
+            &m,
+            None,
+            &id,
+            SagaInput::Event {
+                event: &start,
+                seq: 1,
+            },
+        );
+        let b = decide(
+            &s,
+            &m,
+            None,
+            &id,
+            SagaInput::Event {
+                event: &start,
+                seq: 1,
+            },
+        );
+        let (Decision::Commit(a), Decision::Commit(b)) = (a, b) else {
+            panic!("both commit")
+        };
         let ids = |t: &Transition| t.outbox.iter().map(|e| e.id).collect::<Vec<_>>();
         assert_eq!(ids(&a), ids(&b));
         let types: Vec<&str> = a.outbox.iter().map(|e| e.ty.as_str()).collect();
         assert_eq!(types, ["choreo.saga.started", "flight.book.v1"]);
-        assert!(a.outbox.iter().all(|e| e.causation == start.id && e.depth == 1));
+        assert!(a
+            .outbox
+            .iter()
+            .all(|e| e.causation == start.id && e.depth == 1));
         assert_eq!(a.timers_added.len(), 1);
     }
 }

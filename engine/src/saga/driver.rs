@@ -319,7 +319,8 @@ impl<S: Saga> Partition<S> {
                 };
                 let input = SagaInput::Event { event: &event, seq };
                 let started = Instant::now();
-                let decision = decide::decide(&*self.saga, &self.meta, existing.clone(), &instance, input);
+                let decision =
+                    decide::decide(&*self.saga, &self.meta, existing.clone(), &instance, input);
                 self.env.counters.latency(started.elapsed());
                 match decision {
                     Decision::Skip(skip) => {
@@ -343,16 +344,37 @@ impl<S: Saga> Partition<S> {
                         self.env.counters.failed();
                         warn!(attempt, error = %err, "saga handler failed");
                         if attempt >= self.retry.max_attempts() {
-                            let d = decide::fault(&*self.saga, &self.meta, existing, &instance, input, format!("handler failed {attempt} times: {err}"));
-                            return self.commit_fault(msg, d, DlqReason::MaxAttempts { last_error: err }, attempt).await;
+                            let d = decide::fault(
+                                &*self.saga,
+                                &self.meta,
+                                existing,
+                                &instance,
+                                input,
+                                format!("handler failed {attempt} times: {err}"),
+                            );
+                            return self
+                                .commit_fault(
+                                    msg,
+                                    d,
+                                    DlqReason::MaxAttempts { last_error: err },
+                                    attempt,
+                                )
+                                .await;
                         }
                         self.env.counters.retried();
-                        with_progress(msg, progress_every, tokio::time::sleep(schedule.next_delay())).await;
+                        with_progress(
+                            msg,
+                            progress_every,
+                            tokio::time::sleep(schedule.next_delay()),
+                        )
+                        .await;
                     }
                     d @ Decision::Fault { .. } => {
                         self.env.counters.failed();
                         let reason = match &d {
-                            Decision::Fault { reason, .. } => DlqReason::SagaFaulted(reason.clone()),
+                            Decision::Fault { reason, .. } => {
+                                DlqReason::SagaFaulted(reason.clone())
+                            }
                             _ => DlqReason::SagaFaulted(String::new()),
                         };
                         return self.commit_fault(msg, d, reason, attempt).await;
@@ -365,8 +387,18 @@ impl<S: Saga> Partition<S> {
     }
 
     /// Commit a faulted record, then dead-letter the input that faulted it.
-    async fn commit_fault(&self, msg: &Message, d: Decision, reason: DlqReason, attempts: u32) -> Applied {
-        if let Decision::Fault { transition, reason: why } = &d {
+    async fn commit_fault(
+        &self,
+        msg: &Message,
+        d: Decision,
+        reason: DlqReason,
+        attempts: u32,
+    ) -> Applied {
+        if let Decision::Fault {
+            transition,
+            reason: why,
+        } = &d
+        {
             error!(instance = %transition.record.instance, reason = %why, "saga instance faulted");
             if let Err(e) = self.env.store.commit(transition) {
                 error!(error = %e, "commit of the faulted instance failed; input will be redelivered");
@@ -380,7 +412,15 @@ impl<S: Saga> Partition<S> {
     }
 
     async fn dead_letter(&self, msg: &Message, reason: DlqReason, attempts: u32) {
-        dead_letter(&self.env.bus, &self.name, &self.env.counters, msg, reason, attempts).await;
+        dead_letter(
+            &self.env.bus,
+            &self.name,
+            &self.env.counters,
+            msg,
+            reason,
+            attempts,
+        )
+        .await;
     }
 
     /// Apply due timers (each in its own transaction), one flush, then report them done.
@@ -394,7 +434,10 @@ impl<S: Saga> Partition<S> {
                 done.push(job.done);
                 continue;
             };
-            let input = SagaInput::Timer { name: &e.name, due_ms: e.due_ms };
+            let input = SagaInput::Timer {
+                name: &e.name,
+                due_ms: e.due_ms,
+            };
             let existing = match self.env.store.get(self.name.as_str(), instance.as_str()) {
                 Ok(r) => r,
                 Err(err) => {
@@ -423,8 +466,17 @@ impl<S: Saga> Partition<S> {
                     Decision::Retry(err) if attempt >= self.retry.max_attempts() => {
                         self.env.counters.failed();
                         let reason = format!("timeout handler failed {attempt} times: {err}");
-                        match decide::fault(&*self.saga, &self.meta, existing.clone(), &instance, input, reason) {
-                            Decision::Fault { transition, .. } | Decision::Commit(transition) => break Some(transition),
+                        match decide::fault(
+                            &*self.saga,
+                            &self.meta,
+                            existing.clone(),
+                            &instance,
+                            input,
+                            reason,
+                        ) {
+                            Decision::Fault { transition, .. } | Decision::Commit(transition) => {
+                                break Some(transition)
+                            }
                             Decision::Skip(_) | Decision::Retry(_) => break None,
                         }
                     }
@@ -446,7 +498,9 @@ impl<S: Saga> Partition<S> {
                     committed = true;
                     self.env.counters.handled();
                 }
-                Err(err) => error!(error = %err, "commit of a timer failed; retried on the next scan"),
+                Err(err) => {
+                    error!(error = %err, "commit of a timer failed; retried on the next scan")
+                }
             }
             done.push(job.done);
         }
@@ -462,4 +516,3 @@ impl<S: Saga> Partition<S> {
         }
     }
 }
-

@@ -15,7 +15,12 @@ const BATCH: usize = 512;
 const IDLE_RECHECK: Duration = Duration::from_secs(5);
 
 /// Run until `stop` turns true, then drain once more and return.
-pub(crate) async fn run(store: Store, bus: Bus, notify: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn run(
+    store: Store,
+    bus: Bus,
+    notify: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut pause = Duration::from_millis(50);
     loop {
         let stopping = *stop.borrow();
@@ -29,7 +34,10 @@ pub(crate) async fn run(store: Store, bus: Bus, notify: Arc<Notify>, mut stop: w
                 Err(e) => {
                     warn!(error = %e, "outbox publish failed; retrying");
                     if stopping {
-                        error!(pending = store.outbox_len(), "stopping with outbox entries; they are published at the next start");
+                        error!(
+                            pending = store.outbox_len(),
+                            "stopping with outbox entries; they are published at the next start"
+                        );
                         return;
                     }
                     tokio::select! {

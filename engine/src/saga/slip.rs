@@ -33,7 +33,12 @@ pub struct SlipStep {
 
 impl SlipStep {
     /// A step without compensation or timeout.
-    pub fn new(name: impl Into<String>, command: EventType, confirmed_by: EventType, failed_by: EventType) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        command: EventType,
+        confirmed_by: EventType,
+        failed_by: EventType,
+    ) -> Self {
         Self {
             name: name.into(),
             command,
@@ -131,7 +136,10 @@ impl RoutingSlipBuilder {
         choreo_schemas::ActorName::new(s.name.as_str())
             .map_err(|e| ConfigError::new(format!("routing slip name: {e}")))?;
         if s.steps.is_empty() {
-            return Err(ConfigError::new(format!("routing slip {} has no steps", s.name)));
+            return Err(ConfigError::new(format!(
+                "routing slip {} has no steps",
+                s.name
+            )));
         }
         let mut answers = BTreeSet::new();
         for (i, step) in s.steps.iter().enumerate() {
@@ -177,7 +185,12 @@ impl Saga for RoutingSlip {
             .collect()
     }
 
-    fn handle(&self, state: &mut SlipState, event: &Event, ctx: &mut SagaContext) -> Result<(), SagaError> {
+    fn handle(
+        &self,
+        state: &mut SlipState,
+        event: &Event,
+        ctx: &mut SagaContext,
+    ) -> Result<(), SagaError> {
         if event.ty == self.starts_on && !state.started {
             state.started = true;
             state.document = event.data.clone();
@@ -203,9 +216,17 @@ impl Saga for RoutingSlip {
         }
     }
 
-    fn on_timeout(&self, state: &mut SlipState, timer: &str, ctx: &mut SagaContext) -> Result<(), SagaError> {
+    fn on_timeout(
+        &self,
+        state: &mut SlipState,
+        timer: &str,
+        ctx: &mut SagaContext,
+    ) -> Result<(), SagaError> {
         if timer == Self::timer(state.current) {
-            let name = self.steps.get(state.current).map_or("?", |s| s.name.as_str());
+            let name = self
+                .steps
+                .get(state.current)
+                .map_or("?", |s| s.name.as_str());
             ctx.fail(format!("step {name} timed out"));
         }
         Ok(())

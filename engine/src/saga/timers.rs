@@ -20,7 +20,8 @@ const SCAN: usize = 1024;
 pub(crate) type Routes = HashMap<(String, u16), mpsc::Sender<TimerJob>>;
 
 fn now_ms() -> i64 {
-    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(i64::MAX)
 }
 
 /// Run until `stop` turns true.

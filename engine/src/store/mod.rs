@@ -119,7 +119,10 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = sled::Config::new().path(dir).open().map_err(|e| {
             let text = e.to_string();
-            if text.contains("lock") || text.contains("WouldBlock") || text.contains("temporarily unavailable") {
+            if text.contains("lock")
+                || text.contains("WouldBlock")
+                || text.contains("temporarily unavailable")
+            {
                 StoreError::Locked {
                     dir: dir.to_path_buf(),
                 }
@@ -262,7 +265,11 @@ impl Store {
     }
 
     /// Timers due at or before `now_ms`, earliest first.
-    pub(crate) fn due_timers(&self, now_ms: i64, max: usize) -> Result<Vec<TimerEntry>, StoreError> {
+    pub(crate) fn due_timers(
+        &self,
+        now_ms: i64,
+        max: usize,
+    ) -> Result<Vec<TimerEntry>, StoreError> {
         let now = u64::try_from(now_ms.max(0)).unwrap_or(0);
         let mut out = Vec::new();
         for item in self.timers.range(..(now + 1).to_be_bytes()).take(max) {

@@ -105,7 +105,12 @@ impl Saga for TripSaga {
     fn emits(&self) -> Vec<EventType> {
         STEPS.iter().flat_map(|s| [book(s), cancel(s)]).collect()
     }
-    fn handle(&self, state: &mut TripState, e: &Event, ctx: &mut SagaContext) -> Result<(), SagaError> {
+    fn handle(
+        &self,
+        state: &mut TripState,
+        e: &Event,
+        ctx: &mut SagaContext,
+    ) -> Result<(), SagaError> {
         if e.ty == TripRequested::event_type() {
             state.document = e.data.clone();
             return self.start_step(state, ctx);
@@ -128,7 +133,12 @@ impl Saga for TripSaga {
             Ok(())
         }
     }
-    fn on_timeout(&self, state: &mut TripState, timer: &str, ctx: &mut SagaContext) -> Result<(), SagaError> {
+    fn on_timeout(
+        &self,
+        state: &mut TripState,
+        timer: &str,
+        ctx: &mut SagaContext,
+    ) -> Result<(), SagaError> {
         if timer == STEPS[state.step] {
             ctx.fail(format!("{timer} timed out"));
         }
@@ -166,7 +176,10 @@ pub fn trip(id: &str, scenario: Scenario) -> Event {
     Event::root(
         "urn:test",
         choreo::CorrelationId::new(id).expect("valid id"),
-        &TripRequested { trip: id.to_owned(), scenario },
+        &TripRequested {
+            trip: id.to_owned(),
+            scenario,
+        },
     )
     .expect("encodes")
 }
