@@ -5,8 +5,9 @@
 //!
 //! This crate holds the [`Bus`] (connection, stream provisioning, publish, history reads),
 //! the [`Reactor`] runtime (durable pull consumers, keyed serial lanes, retries with backoff,
-//! dead letters), the [`Node`] that hosts reactors, and [`NatsServer`] to run a local
-//! nats-server for development and tests. The wire types come from [`choreo_schemas`] and are
+//! dead letters), [`Saga`]s (process managers with compensations and durable timers in a sled
+//! [`Store`], group commit, an outbox) and [`RoutingSlip`]s, the [`Node`] that hosts them, and
+//! [`NatsServer`] to run a local nats-server for development and tests. The wire types come from [`choreo_schemas`] and are
 //! re-exported here.
 //!
 //! ```no_run

@@ -3,11 +3,12 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use choreo_schemas::{Event, EventId, EventType, SagaId, TraceParent};
+use choreo_schemas::{Event, EventId, EventType, SagaId};
 use time::OffsetDateTime;
 
 use super::context::{Outcome, SagaContext};
-use super::lifecycle::{self, Lifecycle};
+use super::lifecycle;
+use super::outputs::Outputs;
 use super::record::{InstanceRecord, SagaStatus};
 use super::{Saga, SagaError};
 
@@ -349,96 +350,6 @@ fn timer_diff(
 /// The id standing for a timer firing (timers are inputs without an event).
 pub(crate) fn timer_input_id(saga: &str, instance: &SagaId, name: &str, due_ms: i64) -> EventId {
     EventId::derive(&format!("timer/{saga}/{instance}/{name}/{due_ms}"))
-}
-
-/// Builds the stamped output events of one input.
-struct Outputs {
-    source: String,
-    prefix: String,
-    correlation: choreo_schemas::CorrelationId,
-    causation: EventId,
-    depth: u32,
-    trace: TraceParent,
-    saga: String,
-    instance: String,
-    events: Vec<Event>,
-}
-
-impl Outputs {
-    fn new(saga: &str, instance: &SagaId, record: &InstanceRecord, input: SagaInput<'_>) -> Self {
-        let (input_id, causation, depth, trace) = match input {
-            SagaInput::Event { event, .. } => (
-                event.id,
-                event.id,
-                event.depth,
-                event
-                    .traceparent
-                    .unwrap_or_else(|| TraceParent::root_for(&event.id)),
-            ),
-            SagaInput::Timer { name, due_ms } => {
-                let id = timer_input_id(saga, instance, name, due_ms);
-                let last: EventId = record.last_event.parse().unwrap_or(id);
-                let trace = record
-                    .last_trace
-                    .as_deref()
-                    .and_then(|t| TraceParent::parse(t).ok())
-                    .unwrap_or_else(|| TraceParent::root_for(&last));
-                (id, last, record.last_depth, trace)
-            }
-        };
-        let correlation = choreo_schemas::CorrelationId::new(record.correlation.as_str())
-            .unwrap_or_else(|_| choreo_schemas::CorrelationId::generate());
-        Self {
-            source: format!("/sagas/{saga}"),
-            prefix: format!("saga/{saga}/{instance}/{input_id}"),
-            correlation,
-            causation,
-            depth,
-            trace,
-            saga: saga.to_owned(),
-            instance: instance.to_string(),
-            events: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, ty: EventType, data: Vec<u8>) {
-        let index = self.events.len();
-        let id = EventId::derive(&format!("{}/{index}", self.prefix));
-        // A timer firing's later outputs are caused by its `timed_out` record.
-        let (causation, depth) = match self.events.first() {
-            Some(first) if first.ty.as_str() == lifecycle::SAGA_TIMED_OUT => {
-                (first.id, first.depth)
-            }
-            _ => (self.causation, self.depth),
-        };
-        self.events.push(Event {
-            id,
-            source: self.source.clone(),
-            ty,
-            time: OffsetDateTime::now_utc(),
-            subject: Some(self.instance.clone()),
-            correlation: self.correlation.clone(),
-            causation,
-            depth: depth.saturating_add(1),
-            traceparent: Some(self.trace.child_for(&id)),
-            tracestate: None,
-            data,
-        });
-    }
-
-    fn lifecycle(&mut self, ty: &str, reason: Option<&str>, timer: Option<(&str, i64)>) {
-        let payload = Lifecycle {
-            saga: self.saga.clone(),
-            instance: self.instance.clone(),
-            reason: reason.map(str::to_owned),
-            timer: timer.map(|(n, _)| n.to_owned()),
-            due_ms: timer.map(|(_, d)| d),
-        };
-        let (Ok(ty), Ok(data)) = (EventType::new(ty), rmp_serde::to_vec_named(&payload)) else {
-            return; // constant types and a plain struct: cannot fail
-        };
-        self.push(ty, data);
-    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub(crate) mod decide;
 pub(crate) mod driver;
 mod lifecycle;
 pub(crate) mod outbox;
+mod outputs;
 mod record;
 mod slip;
 pub(crate) mod timers;
