@@ -51,6 +51,7 @@ mod bus;
 mod config;
 mod delivery;
 mod error;
+mod history;
 pub mod metrics;
 mod node;
 mod reactor;
@@ -62,14 +63,16 @@ mod store;
 pub use bus::wire;
 pub use bus::wire::event_headers as headers_of;
 pub use bus::{
-    Bus, DeadLetter, DlqReason, Published, StoredEvent, DLQ_ACTOR, DLQ_ATTEMPTS, DLQ_DETAIL,
-    DLQ_REASON, DLQ_STREAM_SEQ, DLQ_SUBJECT, DLQ_TIME, MIN_SERVER_VERSION, PARTITIONS_METADATA_KEY,
+    Bus, DeadLetter, DlqReason, Published, Redriven, StoredEvent, DLQ_ACTOR, DLQ_ATTEMPTS,
+    DLQ_DETAIL, DLQ_REASON, DLQ_STREAM_SEQ, DLQ_SUBJECT, DLQ_TIME, MIN_SERVER_VERSION,
+    PARTITIONS_METADATA_KEY, REDRIVEN_FROM,
 };
 pub use config::{
     Auth, BusConfig, BusConfigBuilder, Replicas, Tls, DEFAULT_NATS_URL, ENV_NATS_URL,
     MIN_DUPLICATE_WINDOW,
 };
 pub use error::{BusError, ConfigError, NodeError, ServerError};
+pub use history::{CausalTree, History, HistoryEntry, NodeKind, TreeNode};
 pub use metrics::{ActorMetrics, Metrics};
 pub use node::{
     Node, NodeBuilder, RunningNode, DEFAULT_MAX_DELIVERIES, DEFAULT_MAX_DEPTH, DEFAULT_SAGA_BATCH,
@@ -77,9 +80,10 @@ pub use node::{
 pub use reactor::{EmitError, ReactContext, ReactError, Reactor};
 pub use retry::{RetryPolicy, RetryPolicyBuilder};
 pub use saga::{
-    Compensation, InstanceRecord, Lifecycle, RoutingSlip, RoutingSlipBuilder, Saga, SagaContext,
-    SagaError, SagaStatus, SlipState, SlipStep, LIFECYCLE_TYPES, SAGA_COMPENSATED,
-    SAGA_COMPENSATING, SAGA_COMPLETED, SAGA_FAILED, SAGA_FAULTED, SAGA_STARTED, SAGA_TIMED_OUT,
+    assert_replays, replay, Compensation, Divergence, InstanceRecord, Lifecycle, ReplayError,
+    ReplayReport, Replayable, RoutingSlip, RoutingSlipBuilder, Saga, SagaContext, SagaError,
+    SagaStatus, SlipState, SlipStep, LIFECYCLE_TYPES, SAGA_COMPENSATED, SAGA_COMPENSATING,
+    SAGA_COMPLETED, SAGA_FAILED, SAGA_FAULTED, SAGA_STARTED, SAGA_TIMED_OUT,
 };
 pub use server::{
     free_port, NatsServer, ServerBinary, ServerOptions, ENV_NATS_SERVER, PROJECT_LOCAL_SERVER,
@@ -89,5 +93,5 @@ pub use store::{Store, StoreError, TimerEntry};
 pub use choreo_schemas as schemas;
 pub use choreo_schemas::{
     ActorName, CodecError, CorrelationId, EnvelopeError, Event, EventId, EventRegistry, EventType,
-    Payload, Subjects, TraceParent,
+    Payload, SagaId, Subjects, TraceParent,
 };

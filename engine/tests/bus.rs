@@ -39,7 +39,10 @@ async fn provisioning_is_idempotent_and_records_the_partition_count() -> Result<
         Some("4")
     );
     assert!(info.duplicate_window >= choreo::MIN_DUPLICATE_WINDOW);
-    assert_eq!(info.subjects, vec!["choreo.evt.>".to_owned()]);
+    assert_eq!(
+        info.subjects,
+        vec!["choreo.evt.>".to_owned(), "choreo.redrive.>".to_owned()]
+    );
     h.bus.jetstream().get_stream("CHOREO_DLQ").await?;
     Ok(())
 }

@@ -26,10 +26,7 @@ async fn start_node(h: &Harness, dir: &std::path::Path, kind: Kind) -> Result<Ru
         .data_dir(dir)
         .reactor(Agency);
     let b = match kind {
-        Kind::Saga => b.saga(TripSaga {
-            name: "trip",
-            car_timeout: CAR_TIMEOUT,
-        }),
+        Kind::Saga => b.saga(TripSaga::new("trip", CAR_TIMEOUT)),
         Kind::Slip => b.saga(common::trip::trip_slip("trip", CAR_TIMEOUT)),
     };
     Ok(b.build()?.start().await?)
@@ -226,10 +223,7 @@ async fn an_undecodable_state_faults_only_its_instance() -> Result<()> {
             .bus(h.config()?)
             .data_dir(dir.path())
             .reactor(Agency)
-            .saga(TripSaga {
-                name: "trip",
-                car_timeout: Duration::from_secs(600),
-            })
+            .saga(TripSaga::new("trip", Duration::from_secs(600)))
             .build()?)
     };
     let node = long(&h)?.start().await?;

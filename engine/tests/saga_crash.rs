@@ -30,10 +30,7 @@ fn saga_node(url: &str, dir: &Path) -> Result<Node> {
         .bus(BusConfig::builder().url(url).partitions(1).build()?)
         .data_dir(dir)
         .ack_wait(Duration::from_secs(2))
-        .saga(TripSaga {
-            name: "trip",
-            car_timeout: CAR_TIMEOUT,
-        })
+        .saga(TripSaga::new("trip", CAR_TIMEOUT))
         .build()?)
 }
 

@@ -1,6 +1,7 @@
 //! The subject scheme and partitioning of the log.
 //!
 //! Events: `<root>.evt.<partition>.<correlation>.<type tokens>`;
+//! redriven events (for one actor only): `<root>.redrive.<actor>.<partition>.<correlation>.<type tokens>`;
 //! dead letters: `<root>.dlq.<actor>.<correlation>`.
 
 use crate::event_type::EventType;
@@ -61,6 +62,49 @@ impl Subjects {
         format!("{}.evt.{partition}.{correlation}.>", self.root)
     }
 
+    /// The subject a dead-lettered event is redriven on: only `actor` consumes it.
+    pub fn redrive(
+        &self,
+        actor: &ActorName,
+        partition: u16,
+        correlation: &CorrelationId,
+        ty: &EventType,
+    ) -> String {
+        format!(
+            "{}.redrive.{actor}.{partition}.{correlation}.{ty}",
+            self.root
+        )
+    }
+
+    /// Filter of the events redriven to `actor` (every partition).
+    pub fn redrive_filter(&self, actor: &ActorName) -> String {
+        format!("{}.redrive.{actor}.>", self.root)
+    }
+
+    /// Filter of the events redriven to `actor` in one partition.
+    pub fn redrive_partition_filter(&self, actor: &ActorName, partition: u16) -> String {
+        format!("{}.redrive.{actor}.{partition}.>", self.root)
+    }
+
+    /// Filter of every redriven event of one correlation (any actor).
+    pub fn redrive_correlation_filter(
+        &self,
+        partition: u16,
+        correlation: &CorrelationId,
+    ) -> String {
+        format!("{}.redrive.*.{partition}.{correlation}.>", self.root)
+    }
+
+    /// Filter matching every redriven event.
+    pub fn all_redrives(&self) -> String {
+        format!("{}.redrive.>", self.root)
+    }
+
+    /// Filter of the dead letters of one correlation (any actor).
+    pub fn dead_letters_of(&self, correlation: &str) -> String {
+        format!("{}.dlq.*.{correlation}", self.root)
+    }
+
     /// Filter matching every event of one partition.
     pub fn partition_filter(&self, partition: u16) -> String {
         format!("{}.evt.{partition}.>", self.root)
@@ -77,11 +121,14 @@ impl Subjects {
         format!("{}.dlq.{actor}.{correlation}", self.root)
     }
 
-    /// Split an event subject into (partition, correlation token, type), if it has the shape.
+    /// Split an event subject (or a redrive subject) into (partition, correlation token, type),
+    /// if it has the shape.
     pub fn parse_event<'a>(&self, subject: &'a str) -> Option<(u16, &'a str, &'a str)> {
-        let rest = subject
-            .strip_prefix(self.root.as_str())?
-            .strip_prefix(".evt.")?;
+        let after_root = subject.strip_prefix(self.root.as_str())?;
+        let rest = match after_root.strip_prefix(".evt.") {
+            Some(rest) => rest,
+            None => after_root.strip_prefix(".redrive.")?.split_once('.')?.1,
+        };
         let mut parts = rest.splitn(3, '.');
         let partition = parts.next()?.parse().ok()?;
         let correlation = parts.next()?;
@@ -126,5 +173,9 @@ mod tests {
         assert_eq!(s.type_filter(&t), "choreo.evt.*.*.order.placed.v1");
         assert_eq!(s.correlation_filter(3, &c), "choreo.evt.3.o1.>");
         assert_eq!(s.parse_event("other.evt.1.x.y"), None);
+        let a = ActorName::new("billing").expect("valid");
+        let r = s.redrive(&a, 3, &c, &t);
+        assert_eq!(r, "choreo.redrive.billing.3.o1.order.placed.v1");
+        assert_eq!(s.parse_event(&r), Some((3, "o1", "order.placed.v1")));
     }
 }

@@ -21,6 +21,9 @@ pub const DLQ_STREAM_SEQ: &str = "choreo-dlq-stream-seq";
 pub const DLQ_SUBJECT: &str = "choreo-dlq-subject";
 /// Header: when the dead letter was written (RFC 3339).
 pub const DLQ_TIME: &str = "choreo-dlq-time";
+/// Header on a redriven event: the DLQ sequence it was redriven from. The event keeps its
+/// original `ce-id`, so history links the copy to the original.
+pub const REDRIVEN_FROM: &str = "choreo-redriven-from";
 
 /// Why an input went to the dead-letter queue.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! The bus: one connection to NATS, the provisioned streams, publishing and reading events.
 
 pub(crate) mod dead_letter;
+mod dlq_ops;
 mod provision;
 mod read;
 mod version;
@@ -18,8 +19,9 @@ use crate::error::BusError;
 
 pub use dead_letter::{
     DeadLetter, DlqReason, DLQ_ACTOR, DLQ_ATTEMPTS, DLQ_DETAIL, DLQ_REASON, DLQ_STREAM_SEQ,
-    DLQ_SUBJECT, DLQ_TIME,
+    DLQ_SUBJECT, DLQ_TIME, REDRIVEN_FROM,
 };
+pub use dlq_ops::Redriven;
 pub use provision::PARTITIONS_METADATA_KEY;
 pub use read::StoredEvent;
 pub use version::MIN_SERVER_VERSION;

@@ -17,7 +17,10 @@ pub(crate) fn events_stream_config(cfg: &BusConfig) -> stream::Config {
     stream::Config {
         name: cfg.events_stream(),
         description: Some("choreo event log".to_owned()),
-        subjects: vec![format!("{}.evt.>", cfg.namespace)],
+        subjects: vec![
+            format!("{}.evt.>", cfg.namespace),
+            format!("{}.redrive.>", cfg.namespace),
+        ],
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
         max_age: cfg.max_age.unwrap_or_default(),

@@ -148,7 +148,16 @@ impl Bus {
         stream: &str,
         filter: &str,
     ) -> Result<Vec<RawStored>, BusError> {
-        let what = || format!("read {stream} {filter}");
+        self.read_raw_multi(stream, vec![filter.to_owned()]).await
+    }
+
+    /// Snapshot read of every message matching any of `filters`, in stream order.
+    pub(crate) async fn read_raw_multi(
+        &self,
+        stream: &str,
+        filters: Vec<String>,
+    ) -> Result<Vec<RawStored>, BusError> {
+        let what = || format!("read {stream} {filters:?}");
         let stream = self
             .jetstream()
             .get_stream_no_info(stream)
@@ -156,7 +165,7 @@ impl Bus {
             .map_err(|e| BusError::js(what(), e))?;
         let mut consumer = stream
             .create_consumer(OrderedConfig {
-                filter_subject: filter.to_owned(),
+                filter_subjects: filters.clone(),
                 deliver_policy: DeliverPolicy::All,
                 ..Default::default()
             })

@@ -119,6 +119,7 @@ async fn ensure_consumer(
         filter_subjects: consumes
             .iter()
             .map(|t| bus.subjects().type_filter(t))
+            .chain(std::iter::once(bus.subjects().redrive_filter(name)))
             .collect(),
         deliver_policy: DeliverPolicy::All,
         ack_policy: AckPolicy::Explicit,
@@ -193,7 +194,7 @@ impl<R: Reactor> Driver<R> {
                     next = messages.next() => match next {
                         Some(Ok(msg)) => {
                             backoff_after_error = Duration::from_millis(50);
-                            let lane = lane_of(&msg.subject, lanes);
+                            let lane = lane_for(self.env.bus.subjects(), msg.subject.as_str(), lanes);
                             if senders[lane].send(msg).await.is_err() {
                                 error!(actor = %self.name, "lane stopped; restarting the node is required");
                                 break 'outer;
@@ -343,10 +344,10 @@ impl<R: Reactor> Driver<R> {
     }
 }
 
-/// The lane of a delivery: a hash of its correlation token (the 4th subject token), so one
-/// correlation always lands in the same lane.
-fn lane_of(subject: &str, lanes: usize) -> usize {
-    let key = subject.split('.').nth(3).unwrap_or(subject);
+/// The lane of a delivery: a hash of its subject's correlation token (events and redrives alike),
+/// so one correlation always lands in the same lane.
+fn lane_for(subjects: &choreo_schemas::Subjects, subject: &str, lanes: usize) -> usize {
+    let key = subjects.parse_event(subject).map_or(subject, |(_, c, _)| c);
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in key.bytes() {
         h ^= u64::from(b);
@@ -357,15 +358,21 @@ fn lane_of(subject: &str, lanes: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::lane_of;
+    use super::lane_for;
 
     #[test]
     fn one_correlation_one_lane() {
-        let a = lane_of("choreo.evt.1.order-1.a.v1", 8);
-        assert_eq!(a, lane_of("choreo.evt.1.order-1.b.v2", 8));
-        assert!(lane_of("x", 8) < 8);
+        let s = choreo_schemas::Subjects::default();
+        let a = lane_for(&s, "choreo.evt.1.order-1.a.v1", 8);
+        assert_eq!(a, lane_for(&s, "choreo.evt.1.order-1.b.v2", 8));
+        assert_eq!(
+            a,
+            lane_for(&s, "choreo.redrive.billing.1.order-1.a.v1", 8),
+            "redrives keep the lane"
+        );
+        assert!(lane_for(&s, "garbage", 8) < 8);
         let spread: std::collections::BTreeSet<_> = (0..100)
-            .map(|i| lane_of(&format!("choreo.evt.0.c{i}.a"), 8))
+            .map(|i| lane_for(&s, &format!("choreo.evt.0.c{i}.a"), 8))
             .collect();
         assert!(spread.len() > 4, "{spread:?}");
     }

@@ -135,6 +135,9 @@ async fn ensure_consumer(
         filter_subjects: inputs
             .iter()
             .map(|t| format!("{root}.evt.{partition}.*.{t}"))
+            .chain(std::iter::once(
+                bus.subjects().redrive_partition_filter(name, partition),
+            ))
             .collect(),
         deliver_policy: DeliverPolicy::All,
         ack_policy: AckPolicy::Explicit,

@@ -41,4 +41,7 @@ pub struct Lifecycle {
     pub timer: Option<String>,
     /// Due time of that timer (Unix ms).
     pub due_ms: Option<i64>,
+    /// How many inputs the instance had applied before the input that produced this event:
+    /// replay uses it to put timer firings back between the right events.
+    pub applied: u64,
 }

@@ -8,6 +8,7 @@ mod lifecycle;
 pub(crate) mod outbox;
 mod outputs;
 mod record;
+mod replay;
 mod slip;
 pub(crate) mod timers;
 
@@ -25,6 +26,7 @@ pub use lifecycle::{
     SAGA_FAULTED, SAGA_STARTED, SAGA_TIMED_OUT,
 };
 pub use record::{Compensation, InstanceRecord, SagaStatus};
+pub use replay::{assert_replays, replay, Divergence, ReplayError, ReplayReport, Replayable};
 pub use slip::{RoutingSlip, RoutingSlipBuilder, SlipState, SlipStep};
 
 /// A process manager. `handle` and `on_timeout` are **pure**: no I/O, no clock, no randomness

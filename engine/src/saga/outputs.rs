@@ -11,6 +11,7 @@ use super::record::InstanceRecord;
 pub(crate) struct Outputs {
     source: String,
     prefix: String,
+    applied: u64,
     correlation: choreo_schemas::CorrelationId,
     causation: EventId,
     depth: u32,
@@ -51,7 +52,8 @@ impl Outputs {
             .unwrap_or_else(|_| choreo_schemas::CorrelationId::generate());
         Self {
             source: format!("/sagas/{saga}"),
-            prefix: format!("saga/{saga}/{instance}/{input_id}"),
+            prefix: output_prefix(saga, instance, &input_id),
+            applied: record.applied,
             correlation,
             causation,
             depth,
@@ -64,7 +66,7 @@ impl Outputs {
 
     pub(crate) fn push(&mut self, ty: EventType, data: Vec<u8>) {
         let index = self.events.len();
-        let id = EventId::derive(&format!("{}/{index}", self.prefix));
+        let id = output_id(&self.prefix, index);
         // A timer firing's later outputs are caused by its `timed_out` record.
         let (causation, depth) = match self.events.first() {
             Some(first) if first.ty.as_str() == lifecycle::SAGA_TIMED_OUT => {
@@ -94,10 +96,21 @@ impl Outputs {
             reason: reason.map(str::to_owned),
             timer: timer.map(|(n, _)| n.to_owned()),
             due_ms: timer.map(|(_, d)| d),
+            applied: self.applied,
         };
         let (Ok(ty), Ok(data)) = (EventType::new(ty), rmp_serde::to_vec_named(&payload)) else {
             return; // constant types and a plain struct: cannot fail
         };
         self.push(ty, data);
     }
+}
+
+/// The id prefix of every output of one input of one instance.
+pub(crate) fn output_prefix(saga: &str, instance: &SagaId, input_id: &EventId) -> String {
+    format!("saga/{saga}/{instance}/{input_id}")
+}
+
+/// The deterministic id of output `index` under `prefix`.
+pub(crate) fn output_id(prefix: &str, index: usize) -> EventId {
+    EventId::derive(&format!("{prefix}/{index}"))
 }

@@ -73,6 +73,19 @@ pub fn trip_slip(name: &str, car_timeout: Duration) -> RoutingSlip {
 pub struct TripSaga {
     pub name: &'static str,
     pub car_timeout: Duration,
+    /// A deliberately changed handler (for replay tests): after the flight it books the car,
+    /// skipping the hotel.
+    pub buggy: bool,
+}
+
+impl TripSaga {
+    pub fn new(name: &'static str, car_timeout: Duration) -> Self {
+        Self {
+            name,
+            car_timeout,
+            buggy: false,
+        }
+    }
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -120,6 +133,9 @@ impl Saga for TripSaga {
             ctx.cancel(current);
             ctx.push_compensation_raw(cancel(current), state.document.clone())?;
             state.step += 1;
+            if self.buggy && state.step == 1 {
+                state.step = 2;
+            }
             if state.step == STEPS.len() {
                 ctx.complete();
                 Ok(())
