@@ -335,10 +335,9 @@ async fn run_on(url: &str, orders: u32, timeout: Duration, temporary: bool) -> a
     }
 
     if let Some((_, c)) = longest {
-        let history = bus.history(&c).await?;
-        let events: Vec<Event> = history.into_iter().filter_map(|s| s.event.ok()).collect();
+        let tree = bus.correlation_history(&c).await?.tree();
         println!("\ncausal chain of {c}:");
-        print!("{}", indent(&format::causal_tree(&events)));
+        print!("{}", indent(&tree.to_text()));
         println!("\nevents of {c} as on the log:");
         println!("  {}", format::TAIL_HEADER);
         for e in bus.history(&c).await? {

@@ -9,8 +9,9 @@ use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+/// Arguments of `choreo sagas`.
 #[derive(Debug, Args)]
-pub(crate) struct SagasArgs {
+pub struct SagasArgs {
     #[command(subcommand)]
     command: SagasCommand,
 }

@@ -63,9 +63,9 @@ mod store;
 pub use bus::wire;
 pub use bus::wire::event_headers as headers_of;
 pub use bus::{
-    Bus, DeadLetter, DlqReason, Published, Redriven, StoredEvent, DLQ_ACTOR, DLQ_ATTEMPTS,
-    DLQ_DETAIL, DLQ_REASON, DLQ_STREAM_SEQ, DLQ_SUBJECT, DLQ_TIME, MIN_SERVER_VERSION,
-    PARTITIONS_METADATA_KEY, REDRIVEN_FROM,
+    Bus, ConsumerStats, DeadLetter, DlqReason, LogStats, Published, Redriven, StoredEvent,
+    StreamStats, DLQ_ACTOR, DLQ_ATTEMPTS, DLQ_DETAIL, DLQ_REASON, DLQ_STREAM_SEQ, DLQ_SUBJECT,
+    DLQ_TIME, MIN_SERVER_VERSION, PARTITIONS_METADATA_KEY, REDRIVEN_FROM,
 };
 pub use config::{
     Auth, BusConfig, BusConfigBuilder, Replicas, Tls, DEFAULT_NATS_URL, ENV_NATS_URL,

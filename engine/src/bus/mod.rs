@@ -4,6 +4,7 @@ pub(crate) mod dead_letter;
 mod dlq_ops;
 mod provision;
 mod read;
+mod stats;
 mod version;
 pub mod wire;
 
@@ -24,6 +25,7 @@ pub use dead_letter::{
 pub use dlq_ops::Redriven;
 pub use provision::PARTITIONS_METADATA_KEY;
 pub use read::StoredEvent;
+pub use stats::{ConsumerStats, LogStats, StreamStats};
 pub use version::MIN_SERVER_VERSION;
 pub(crate) use version::{is_supported as version_supported, parse_version as version_parse};
 

@@ -1,0 +1,223 @@
+//! # choreo-cli
+//!
+//! The `choreo` command line as a library, so a team's own binary can mount the operator
+//! commands with **its** sagas registered (replay needs the saga's code):
+//!
+//! ```no_run
+//! # use choreo::{Event, EventType, Saga, SagaContext, SagaError};
+//! # #[derive(Default, serde::Serialize, serde::Deserialize)] struct S;
+//! # struct Checkout;
+//! # impl Saga for Checkout {
+//! #     type State = S;
+//! #     fn name(&self) -> &str { "checkout" }
+//! #     fn starts_on(&self) -> Vec<EventType> { vec![] }
+//! #     fn continues_on(&self) -> Vec<EventType> { vec![] }
+//! #     fn emits(&self) -> Vec<EventType> { vec![] }
+//! #     fn handle(&self, _: &mut S, _: &Event, _: &mut SagaContext) -> Result<(), SagaError> { Ok(()) }
+//! #     fn on_timeout(&self, _: &mut S, _: &str, _: &mut SagaContext) -> Result<(), SagaError> { Ok(()) }
+//! # }
+//! fn main() -> std::process::ExitCode {
+//!     // `my-ops events ORDER`, `my-ops replay checkout ORDER`, `my-ops dlq list`, ...
+//!     choreo_cli::Operator::new().saga(Checkout).main()
+//! }
+//! ```
+//!
+//! [`OperatorCommand`] is the operator subcommand set (`events`, `trace`, `sagas`, `replay`,
+//! `dlq`, `stats`) for embedding in an existing clap CLI; [`Operator`] is the whole `choreo`
+//! application (those plus `dev`, `demo`, `publish`, `tail`).
+
+mod demo;
+mod dev;
+mod dlq;
+mod events;
+mod format;
+mod publish;
+mod replay;
+mod sagas;
+mod stats;
+mod tail;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use choreo::{Replayable, Saga};
+use clap::{Args, Parser, Subcommand};
+use thiserror::Error;
+
+pub use dlq::DlqArgs;
+pub use events::{EventsArgs, TraceArgs};
+pub use replay::ReplayArgs;
+pub use sagas::SagasArgs;
+pub use stats::StatsArgs;
+
+/// A command failed; the message is one line meant for the operator.
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct CommandError(String);
+
+impl From<anyhow::Error> for CommandError {
+    fn from(e: anyhow::Error) -> Self {
+        Self(format!("{e:#}"))
+    }
+}
+
+/// Where the log is; shared by the commands that talk to NATS.
+#[derive(Debug, Clone, Args)]
+pub struct Conn {
+    /// NATS URL.
+    #[arg(long, env = "CHOREO_NATS_URL", default_value = choreo::DEFAULT_NATS_URL)]
+    nats: String,
+    /// Namespace: subject root and stream-name prefix.
+    #[arg(long, env = "CHOREO_NAMESPACE", default_value = "choreo")]
+    namespace: String,
+    /// Partition count of the log (must match the log's, fixed at creation).
+    #[arg(long, env = "CHOREO_PARTITIONS", default_value_t = 16)]
+    partitions: u16,
+}
+
+impl Conn {
+    fn bus_config(&self) -> anyhow::Result<choreo::BusConfig> {
+        Ok(choreo::BusConfig::builder()
+            .url(self.nats.clone())
+            .namespace(self.namespace.clone())
+            .partitions(self.partitions)
+            .client_name("choreo-cli")
+            .build()?)
+    }
+
+    async fn bus(&self) -> anyhow::Result<choreo::Bus> {
+        Ok(choreo::Bus::connect(self.bus_config()?).await?)
+    }
+}
+
+/// The operator commands, to mount in a binary that registers its sagas.
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// Events of one correlation, in log order.
+    Events(EventsArgs),
+    /// The causal tree of one correlation (tree, DOT or Mermaid).
+    Trace(TraceArgs),
+    /// Inspect saga instances in a node's store (`list`, `show`).
+    Sagas(SagasArgs),
+    /// Replay a saga instance from the log and compare with the log and the store.
+    Replay(ReplayArgs),
+    /// Dead letters: `list`, `show`, `redrive`, `purge`.
+    Dlq(DlqArgs),
+    /// Queue lengths and sizes, read from JetStream.
+    Stats(StatsArgs),
+}
+
+impl OperatorCommand {
+    /// Run the command; `sagas` are the sagas this binary can replay.
+    pub async fn run(self, sagas: &[Arc<dyn Replayable>]) -> Result<(), CommandError> {
+        match self {
+            Self::Events(a) => events::run_events(a).await?,
+            Self::Trace(a) => events::run_trace(a).await?,
+            Self::Sagas(a) => sagas::run(a)?,
+            Self::Replay(a) => replay::run(a, sagas).await?,
+            Self::Dlq(a) => dlq::run(a).await?,
+            Self::Stats(a) => stats::run(a).await?,
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "choreo",
+    version,
+    about = "choreo: a durable-workflow hybrid engine on NATS JetStream"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a local nats-server with JetStream and the choreo streams until Ctrl-C.
+    Dev(dev::DevArgs),
+    /// Run a small choreography end to end and print what happened.
+    Demo(demo::DemoArgs),
+    /// Publish one event (JSON data is converted to msgpack).
+    Publish(publish::PublishArgs),
+    /// Follow the log, one line per event.
+    Tail(tail::TailArgs),
+    #[command(flatten)]
+    Ops(OperatorCommand),
+}
+
+/// The `choreo` application with a set of registered sagas.
+#[derive(Default, Clone)]
+pub struct Operator {
+    sagas: Vec<Arc<dyn Replayable>>,
+}
+
+impl std::fmt::Debug for Operator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.sagas.iter().map(|s| s.saga_name()).collect();
+        f.debug_struct("Operator").field("sagas", &names).finish()
+    }
+}
+
+impl Operator {
+    /// No sagas registered.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Register a saga so `replay` can run it.
+    pub fn saga<S: Saga>(mut self, saga: S) -> Self {
+        self.sagas.push(Arc::new(saga));
+        self
+    }
+
+    /// Parse the process's arguments, run, and turn errors into one line on stderr.
+    pub fn main(self) -> ExitCode {
+        self.main_from(std::env::args_os())
+    }
+
+    /// [`Operator::main`] with explicit arguments (the first is the program name).
+    pub fn main_from<I, T>(self, args: I) -> ExitCode
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let cli = Cli::parse_from(args);
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("CHOREO_LOG")
+                    .unwrap_or_else(|_| "error".into()),
+            )
+            .with_writer(std::io::stderr)
+            .try_init();
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: cannot start the async runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let sagas = self.sagas;
+        let result: Result<(), CommandError> = runtime.block_on(async move {
+            match cli.command {
+                Command::Dev(a) => Ok(dev::run(a).await?),
+                Command::Demo(a) => Ok(demo::run(a).await?),
+                Command::Publish(a) => Ok(publish::run(a).await?),
+                Command::Tail(a) => Ok(tail::run(a).await?),
+                Command::Ops(op) => op.run(&sagas).await,
+            }
+        });
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
