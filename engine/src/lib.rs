@@ -73,7 +73,7 @@ pub use config::{
 };
 pub use error::{BusError, ConfigError, NodeError, ServerError};
 pub use history::{CausalTree, History, HistoryEntry, NodeKind, TreeNode};
-pub use metrics::{ActorMetrics, Metrics};
+pub use metrics::{ActorMetrics, Metrics, SagaGauges};
 pub use node::{
     Node, NodeBuilder, RunningNode, DEFAULT_MAX_DELIVERIES, DEFAULT_MAX_DEPTH, DEFAULT_SAGA_BATCH,
 };

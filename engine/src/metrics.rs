@@ -16,8 +16,25 @@ pub const ACTOR_RETRIED: &str = "choreo.actor.retried";
 pub const ACTOR_DEAD_LETTERED: &str = "choreo.actor.dead_lettered";
 /// Handler latency histogram (microseconds).
 pub const ACTOR_HANDLER_LATENCY: &str = "choreo.actor.handler_latency_us";
+/// Saga group-commit batches flushed.
+pub const SAGA_BATCHES: &str = "choreo.saga.batches";
+/// Inputs in saga group-commit batches (with [`SAGA_BATCHES`]: the mean batch size).
+pub const SAGA_BATCH_INPUTS: &str = "choreo.saga.batch_inputs";
+/// Saga store flush latency histogram (microseconds).
+pub const SAGA_FLUSH_LATENCY: &str = "choreo.saga.flush_latency_us";
+/// Saga instances by status (gauge, attribute `status`).
+pub const SAGA_INSTANCES: &str = "choreo.saga.instances";
+/// Pending saga timers (gauge).
+pub const SAGA_TIMERS_PENDING: &str = "choreo.saga.timers_pending";
+/// Saga outbox entries not yet acknowledged by JetStream (gauge).
+pub const SAGA_OUTBOX_DEPTH: &str = "choreo.saga.outbox_depth";
 
 const BUCKETS: usize = 32;
+
+fn bucket_of(d: Duration) -> usize {
+    let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
+    ((63 - us.leading_zeros()) as usize).min(BUCKETS - 1)
+}
 
 /// Counters of one actor.
 #[derive(Debug, Default)]
@@ -27,6 +44,9 @@ pub(crate) struct ActorCounters {
     retried: AtomicU64,
     dead_lettered: AtomicU64,
     latency: [AtomicU64; BUCKETS],
+    batches: AtomicU64,
+    batch_inputs: AtomicU64,
+    flush_latency: [AtomicU64; BUCKETS],
 }
 
 impl ActorCounters {
@@ -44,9 +64,15 @@ impl ActorCounters {
     }
     /// Record a handler latency in a power-of-two microsecond bucket.
     pub(crate) fn latency(&self, d: Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
-        let bucket = (63 - us.leading_zeros()) as usize;
-        self.latency[bucket.min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+        self.latency[bucket_of(d)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Record one flushed group-commit batch.
+    pub(crate) fn batch(&self, inputs: usize, flush: Duration) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.batch_inputs
+            .fetch_add(u64::try_from(inputs).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.flush_latency[bucket_of(flush)].fetch_add(1, Ordering::Relaxed);
     }
 
     fn snapshot(&self) -> ActorMetrics {
@@ -61,6 +87,13 @@ impl ActorCounters {
             retried: self.retried.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             latency_buckets: buckets,
+            batches: self.batches.load(Ordering::Relaxed),
+            batch_inputs: self.batch_inputs.load(Ordering::Relaxed),
+            flush_latency_buckets: self
+                .flush_latency
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
         }
     }
 }
@@ -79,6 +112,12 @@ pub struct ActorMetrics {
     /// [`ACTOR_HANDLER_LATENCY`]: count per bucket; bucket `i` holds latencies in
     /// `[2^i, 2^(i+1))` microseconds.
     pub latency_buckets: Vec<u64>,
+    /// [`SAGA_BATCHES`] (sagas only).
+    pub batches: u64,
+    /// [`SAGA_BATCH_INPUTS`] (sagas only).
+    pub batch_inputs: u64,
+    /// [`SAGA_FLUSH_LATENCY`] buckets, like `latency_buckets` (sagas only).
+    pub flush_latency_buckets: Vec<u64>,
 }
 
 impl ActorMetrics {
@@ -87,22 +126,47 @@ impl ActorMetrics {
         self.latency_buckets.iter().sum()
     }
 
-    /// Upper bound of the bucket holding quantile `q` (0..=1), in microseconds.
+    /// Upper bound of the bucket holding quantile `q` (0..=1) of handler latency, in µs.
     pub fn latency_quantile_us(&self, q: f64) -> Option<u64> {
-        let total = self.latency_count();
-        if total == 0 {
-            return None;
-        }
-        let rank = ((total as f64) * q.clamp(0.0, 1.0)).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, n) in self.latency_buckets.iter().enumerate() {
-            seen += n;
-            if seen >= rank {
-                return Some(1u64 << (i + 1).min(63));
-            }
-        }
-        None
+        quantile(&self.latency_buckets, q)
     }
+
+    /// Upper bound of the bucket holding quantile `q` of saga flush latency, in µs.
+    pub fn flush_quantile_us(&self, q: f64) -> Option<u64> {
+        quantile(&self.flush_latency_buckets, q)
+    }
+
+    /// Mean inputs per group-commit batch (sagas).
+    pub fn mean_batch(&self) -> Option<f64> {
+        (self.batches > 0).then(|| self.batch_inputs as f64 / self.batches as f64)
+    }
+}
+
+fn quantile(buckets: &[u64], q: f64) -> Option<u64> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((total as f64) * q.clamp(0.0, 1.0)).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (i, n) in buckets.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            return Some(1u64 << (i + 1).min(63));
+        }
+    }
+    None
+}
+
+/// Saga store gauges, read on demand from the store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SagaGauges {
+    /// [`SAGA_INSTANCES`]: (saga, status) → instances.
+    pub instances: BTreeMap<(String, String), u64>,
+    /// [`SAGA_TIMERS_PENDING`]
+    pub timers_pending: u64,
+    /// [`SAGA_OUTBOX_DEPTH`]
+    pub outbox_depth: u64,
 }
 
 /// The metrics registry of a node.

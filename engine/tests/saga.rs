@@ -140,8 +140,24 @@ async fn three_outcomes(kind: Kind) -> Result<()> {
     );
     assert_eq!(store.timers_len(), 0, "no timer left behind");
 
+    let metrics = node.metrics().clone();
     node.shutdown().await?;
     assert_eq!(store.outbox_len(), 0, "outbox drained");
+    let m = metrics.snapshot("trip");
+    // 3 starts + 2 + 1 + 3 answers... every applied input is counted, and flushed in batches.
+    assert!(m.handled >= 9, "{m:?}");
+    assert!(m.batches >= 1 && m.batch_inputs >= m.batches, "{m:?}");
+    assert!(m.flush_quantile_us(0.99).is_some() && m.mean_batch().is_some());
+    let g = store.gauges()?;
+    assert_eq!(
+        g.instances.get(&("trip".into(), "completed".into())),
+        Some(&1)
+    );
+    assert_eq!(
+        g.instances.get(&("trip".into(), "compensated".into())),
+        Some(&2)
+    );
+    assert_eq!((g.timers_pending, g.outbox_depth), (0, 0));
     Ok(())
 }
 

@@ -258,7 +258,9 @@ impl<S: Saga> Partition<S> {
                 }
                 return;
             }
-            debug!(saga = %self.name, batch = to_ack.len(), flush_us = started.elapsed().as_micros() as u64, "batch committed");
+            let flush = started.elapsed();
+            self.env.counters.batch(to_ack.len(), flush);
+            debug!(saga = %self.name, batch = to_ack.len(), flush_us = flush.as_micros() as u64, "batch committed");
         }
         fail::fail_point!("saga-after-commit-before-ack");
         for m in &to_ack {

@@ -254,6 +254,21 @@ impl Store {
         Ok(())
     }
 
+    /// Gauges: instances by (saga, status), pending timers, outbox depth. Scans the instances.
+    pub fn gauges(&self) -> Result<crate::metrics::SagaGauges, StoreError> {
+        let mut g = crate::metrics::SagaGauges {
+            timers_pending: self.timers.len() as u64,
+            outbox_depth: self.outbox.len() as u64,
+            ..Default::default()
+        };
+        for r in self.list(None, None)? {
+            *g.instances
+                .entry((r.saga, r.status.to_string()))
+                .or_default() += 1;
+        }
+        Ok(g)
+    }
+
     /// Entries waiting in the outbox.
     pub fn outbox_len(&self) -> usize {
         self.outbox.len()
