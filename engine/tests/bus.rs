@@ -151,3 +151,31 @@ async fn connecting_to_nothing_is_a_clear_error() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn an_atomic_batch_is_stored_whole_once() -> Result<()> {
+    let h = Harness::start().await?;
+    let c = CorrelationId::new("atomic-1")?;
+    let batch: Vec<Event> = (0..3)
+        .map(|i| {
+            Event::root(
+                "urn:test",
+                c.clone(),
+                &Noted {
+                    text: i.to_string(),
+                },
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    let first = h.bus.publish_atomic(&batch).await?;
+    assert!(!first.duplicate);
+    assert_eq!(h.bus.history(&c).await?.len(), 3);
+    // A re-run of the same batch (same ids) stores nothing new.
+    let again = h.bus.publish_atomic(&batch).await;
+    assert_eq!(
+        h.bus.history(&c).await?.len(),
+        3,
+        "re-run deduplicated: {again:?}"
+    );
+    Ok(())
+}

@@ -158,6 +158,62 @@ impl Bus {
         try_join_all(pending).await
     }
 
+    /// Publish events as one JetStream atomic batch: either all are stored, or none.
+    /// The batch id is the first event's id, so a re-run of the same batch is recognised.
+    pub async fn publish_atomic(&self, events: &[Event]) -> Result<Published, BusError> {
+        let Some((last, rest)) = events.split_last() else {
+            return Ok(Published {
+                stream_sequence: 0,
+                duplicate: true,
+            });
+        };
+        if rest.is_empty() {
+            return self.publish(last).await;
+        }
+        let batch_id = events[0].id.to_string();
+        for (i, event) in rest.iter().enumerate() {
+            let subject = self.subject_of(event);
+            let mut headers = wire::event_headers(event);
+            headers.insert(async_nats::header::NATS_BATCH_ID, batch_id.as_str());
+            headers.insert(
+                async_nats::header::NATS_BATCH_SEQUENCE,
+                (i + 1).to_string().as_str(),
+            );
+            self.inner
+                .client
+                .publish_with_headers(subject.clone(), headers, event.data.clone().into())
+                .await
+                .map_err(|e| BusError::Publish {
+                    subject,
+                    reason: e.to_string(),
+                })?;
+        }
+        let subject = self.subject_of(last);
+        let mut headers = wire::event_headers(last);
+        headers.insert(async_nats::header::NATS_BATCH_ID, batch_id.as_str());
+        headers.insert(
+            async_nats::header::NATS_BATCH_SEQUENCE,
+            events.len().to_string().as_str(),
+        );
+        headers.insert(
+            async_nats::header::NATS_BATCH_COMMIT,
+            async_nats::header::NATS_BATCH_COMMIT_FINAL,
+        );
+        let msg = PublishMessage::build()
+            .headers(headers)
+            .payload(last.data.clone().into());
+        let fut = self
+            .inner
+            .js
+            .send_publish(subject.clone(), msg)
+            .await
+            .map_err(|e| BusError::Publish {
+                subject: subject.clone(),
+                reason: e.to_string(),
+            })?;
+        await_ack(subject, fut).await
+    }
+
     async fn send(&self, subject: &str, event: &Event) -> Result<PublishAckFuture, BusError> {
         let msg = PublishMessage::build()
             .headers(wire::event_headers(event))

@@ -28,6 +28,8 @@ pub(crate) fn events_stream_config(cfg: &BusConfig) -> stream::Config {
         num_replicas: cfg.replicas.count(),
         duplicate_window: cfg.duplicate_window,
         allow_direct: true,
+        // Agents publish a decision and its effects as one atomic batch.
+        allow_atomic_publish: true,
         metadata,
         ..Default::default()
     }
