@@ -185,9 +185,23 @@ impl Operator {
         T: Into<OsString> + Clone,
     {
         let cli = Cli::parse_from(args);
+        let log_filter = std::env::var("CHOREO_LOG").unwrap_or_else(|_| "error".to_owned());
+        #[cfg(feature = "otlp")]
+        let telemetry = if choreo::Telemetry::configured() {
+            match choreo::Telemetry::init("choreo", &log_filter, std::time::Duration::from_secs(10))
+            {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        } else {
+            None
+        };
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_env("CHOREO_LOG")
+                tracing_subscriber::EnvFilter::try_new(&log_filter)
                     .unwrap_or_else(|_| "error".into()),
             )
             .with_writer(std::io::stderr)
@@ -212,6 +226,10 @@ impl Operator {
                 Command::Ops(op) => op.run(&sagas).await,
             }
         });
+        #[cfg(feature = "otlp")]
+        if let Some(t) = telemetry {
+            runtime.block_on(t.shutdown());
+        }
         match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -59,6 +59,7 @@ mod retry;
 mod saga;
 mod server;
 mod store;
+mod telemetry;
 
 pub use bus::wire;
 pub use bus::wire::event_headers as headers_of;
@@ -89,6 +90,8 @@ pub use server::{
     free_port, NatsServer, ServerBinary, ServerOptions, ENV_NATS_SERVER, PROJECT_LOCAL_SERVER,
 };
 pub use store::{Store, StoreError, TimerEntry};
+#[cfg(feature = "otlp")]
+pub use telemetry::{register_node_metrics, Telemetry, TelemetryError};
 
 pub use choreo_schemas as schemas;
 pub use choreo_schemas::{

@@ -39,6 +39,7 @@ fn bucket_of(d: Duration) -> usize {
 /// Counters of one actor.
 #[derive(Debug, Default)]
 pub(crate) struct ActorCounters {
+    name: String,
     handled: AtomicU64,
     failed: AtomicU64,
     retried: AtomicU64,
@@ -65,6 +66,7 @@ impl ActorCounters {
     /// Record a handler latency in a power-of-two microsecond bucket.
     pub(crate) fn latency(&self, d: Duration) {
         self.latency[bucket_of(d)].fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::record_handler_latency(&self.name, d);
     }
 
     /// Record one flushed group-commit batch.
@@ -73,6 +75,7 @@ impl ActorCounters {
         self.batch_inputs
             .fetch_add(u64::try_from(inputs).unwrap_or(u64::MAX), Ordering::Relaxed);
         self.flush_latency[bucket_of(flush)].fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::record_flush_latency(&self.name, flush);
     }
 
     fn snapshot(&self) -> ActorMetrics {
@@ -181,7 +184,12 @@ impl Metrics {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
         };
-        Arc::clone(map.entry(name.to_owned()).or_default())
+        Arc::clone(map.entry(name.to_owned()).or_insert_with(|| {
+            Arc::new(ActorCounters {
+                name: name.to_owned(),
+                ..ActorCounters::default()
+            })
+        }))
     }
 
     /// A snapshot of one actor's metrics (zeros if it never ran).

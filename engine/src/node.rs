@@ -340,6 +340,8 @@ impl Node {
             info!(actor = %host.name(), "reactor started");
         }
         let Some(dir) = self.data_dir.as_ref().filter(|_| !self.sagas.is_empty()) else {
+            #[cfg(feature = "otlp")]
+            crate::telemetry::register_node_metrics(metrics, None);
             return Ok(());
         };
         let store = Store::open(dir)?;
@@ -375,6 +377,8 @@ impl Node {
             }
             info!(saga = %saga.name(), partitions, "saga started");
         }
+        #[cfg(feature = "otlp")]
+        crate::telemetry::register_node_metrics(metrics, Some(store.clone()));
         running.background.push(tokio::spawn(outbox::run(
             store.clone(),
             bus.clone(),

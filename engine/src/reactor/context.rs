@@ -33,6 +33,8 @@ pub struct ReactContext {
     source: Arc<str>,
     emits: Arc<BTreeSet<EventType>>,
     input: Stamp,
+    /// The handler span's context, when spans are exported: outputs become its children.
+    span_trace: Option<TraceParent>,
     attempt: u32,
     outputs: Vec<Event>,
 }
@@ -67,6 +69,7 @@ impl ReactContext {
                     .unwrap_or_else(|| TraceParent::root_for(&input.id)),
                 tracestate: input.tracestate.clone(),
             },
+            span_trace: crate::telemetry::current_traceparent(),
             attempt,
             outputs: Vec::new(),
         }
@@ -134,7 +137,10 @@ impl ReactContext {
             correlation: self.input.correlation.clone(),
             causation: self.input.id,
             depth: self.input.depth.saturating_add(1),
-            traceparent: Some(self.input.trace.child_for(&id)),
+            traceparent: Some(
+                self.span_trace
+                    .unwrap_or_else(|| self.input.trace.child_for(&id)),
+            ),
             tracestate: self.input.tracestate.clone(),
             data,
         });

@@ -250,6 +250,7 @@ impl<R: Reactor> Driver<R> {
             trace_id = %event.traceparent.map(|t| t.trace_id_hex()).unwrap_or_default(),
             attempt = tracing::field::Empty,
         );
+        crate::telemetry::set_parent(&span, event.traceparent.as_ref());
         self.handle(&msg, event).instrument(span).await;
     }
 

@@ -307,13 +307,16 @@ impl<S: Saga> Partition<S> {
             instance = %instance,
             partition = self.partition,
             seq,
+            attempt = tracing::field::Empty,
         );
+        crate::telemetry::set_parent(&span, event.traceparent.as_ref());
         let progress_every = (self.env.settings.ack_wait / 3).max(Duration::from_millis(100));
         async {
             let mut schedule = self.retry.schedule();
             let mut attempt = 0u32;
             loop {
                 attempt += 1;
+                tracing::Span::current().record("attempt", attempt);
                 let existing = match self.env.store.get(self.name.as_str(), instance.as_str()) {
                     Ok(r) => r,
                     Err(e) => {
@@ -332,7 +335,8 @@ impl<S: Saga> Partition<S> {
                         debug!(?skip, "input changes nothing");
                         return Applied::Ack { committed: false };
                     }
-                    Decision::Commit(t) => {
+                    Decision::Commit(mut t) => {
+                        with_span_trace(&mut t);
                         return match self.env.store.commit(&t) {
                             Ok(()) => {
                                 self.env.counters.handled();
@@ -518,6 +522,16 @@ impl<S: Saga> Partition<S> {
         }
         for d in done {
             let _ = d.send(());
+        }
+    }
+}
+
+/// With spans exported, a saga's outputs become children of the span that decided them (the
+/// deterministic ids and data are untouched, so replay and deduplication are unaffected).
+fn with_span_trace(t: &mut super::decide::Transition) {
+    if let Some(tp) = crate::telemetry::current_traceparent() {
+        for e in &mut t.outbox {
+            e.traceparent = Some(tp);
         }
     }
 }
