@@ -56,6 +56,7 @@ impl Default for NodeBuilder {
                 max_deliveries: DEFAULT_MAX_DELIVERIES,
                 ack_wait: Duration::from_secs(30),
                 fetch_batch: 64,
+                dry_run: false,
             },
             errors: Vec::new(),
         }
@@ -82,6 +83,7 @@ impl NodeBuilder {
         let emits: BTreeSet<_> = reactor.emits().into_iter().collect();
         self.hosts.push(Arc::new(ReactorHost {
             retry: reactor.retry_policy(),
+            atomic: reactor.atomic_outputs(),
             reactor: Arc::new(reactor),
             name,
             consumes: Arc::new(consumes),
@@ -161,6 +163,14 @@ impl NodeBuilder {
     /// while a handler runs or backs off. After a crash, inputs are redelivered after it.
     pub fn ack_wait(mut self, wait: Duration) -> Self {
         self.settings.ack_wait = wait;
+        self
+    }
+
+    /// Dry-run mode: services with external effects do not perform them and emit
+    /// `<type>.dry_run` instead (see [`crate::ReactContext::dry_run`]); agents and sagas run
+    /// normally.
+    pub fn dry_run(mut self, on: bool) -> Self {
+        self.settings.dry_run = on;
         self
     }
 

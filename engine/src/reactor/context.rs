@@ -36,6 +36,7 @@ pub struct ReactContext {
     /// The handler span's context, when spans are exported: outputs become its children.
     span_trace: Option<TraceParent>,
     attempt: u32,
+    dry_run: bool,
     outputs: Vec<Event>,
 }
 
@@ -71,8 +72,20 @@ impl ReactContext {
             },
             span_trace: crate::telemetry::current_traceparent(),
             attempt,
+            dry_run: false,
             outputs: Vec::new(),
         }
+    }
+
+    pub(crate) fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Whether the node runs in dry-run mode: services must not perform external effects and
+    /// emit `<type>.dry_run` describing what they would have done instead.
+    pub fn dry_run(&self) -> bool {
+        self.dry_run
     }
 
     /// Emit a typed payload. Returns the output's (deterministic) id.

@@ -35,6 +35,8 @@ pub(crate) struct DriverSettings {
     pub(crate) max_deliveries: u64,
     pub(crate) ack_wait: Duration,
     pub(crate) fetch_batch: usize,
+    /// Services must not perform external effects (they report them as `<type>.dry_run`).
+    pub(crate) dry_run: bool,
 }
 
 /// What a hosted reactor is, after validation.
@@ -44,6 +46,7 @@ pub(crate) struct ReactorHost<R: Reactor> {
     pub(crate) consumes: Arc<BTreeSet<EventType>>,
     pub(crate) emits: Arc<BTreeSet<EventType>>,
     pub(crate) retry: RetryPolicy,
+    pub(crate) atomic: bool,
 }
 
 /// Everything a driver needs from its node.
@@ -92,6 +95,7 @@ impl<R: Reactor> Hosted for ReactorHost<R> {
                 consumes: Arc::clone(&self.consumes),
                 emits: Arc::clone(&self.emits),
                 retry: self.retry.clone(),
+                atomic: self.atomic,
                 env,
             });
             Ok(tokio::spawn(driver.run(consumer)))
@@ -144,6 +148,7 @@ struct Driver<R: Reactor> {
     consumes: Arc<BTreeSet<EventType>>,
     emits: Arc<BTreeSet<EventType>>,
     retry: RetryPolicy,
+    atomic: bool,
     env: DriverEnv,
 }
 
@@ -279,7 +284,8 @@ impl<R: Reactor> Driver<R> {
                 Arc::clone(&self.emits),
                 &event,
                 attempt,
-            );
+            )
+            .with_dry_run(self.env.settings.dry_run);
             let started = Instant::now();
             let result = with_progress(
                 msg,
@@ -329,7 +335,12 @@ impl<R: Reactor> Driver<R> {
 
     async fn publish_and_ack(&self, msg: &Message, outputs: Vec<Event>) {
         if !outputs.is_empty() {
-            if let Err(e) = self.env.bus.publish_all(&outputs).await {
+            let published = if self.atomic {
+                self.env.bus.publish_atomic(&outputs).await.map(|_| ())
+            } else {
+                self.env.bus.publish_all(&outputs).await.map(|_| ())
+            };
+            if let Err(e) = published {
                 // Infrastructure, not the input's fault: let JetStream redeliver it. The
                 // outputs that did land are deduplicated by id on the next run.
                 warn!(error = %e, "publishing outputs failed; input will be redelivered");

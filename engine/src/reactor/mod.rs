@@ -61,6 +61,12 @@ pub trait Reactor: Send + Sync + 'static {
         RetryPolicy::default()
     }
 
+    /// Publish each input's outputs as one JetStream atomic batch (all or none on the log),
+    /// instead of pipelined. Agents use it so a decision record never lands without its effects.
+    fn atomic_outputs(&self) -> bool {
+        false
+    }
+
     /// Handle one event; emit outputs through `ctx`.
     fn react(
         &self,
