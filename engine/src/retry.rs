@@ -42,6 +42,13 @@ impl RetryPolicy {
         self.max_attempts
     }
 
+    /// The delays before retries 2, 3, … `max_attempts` (jittered): for code outside the
+    /// runtime that retries with the same policy (model clients, tools).
+    pub fn delays(&self) -> impl Iterator<Item = Duration> {
+        let mut s = self.schedule();
+        (1..self.max_attempts).map(move |_| s.next_delay())
+    }
+
     pub(crate) fn schedule(&self) -> Schedule {
         Schedule(ExponentialBackoff {
             current_interval: self.initial,
