@@ -1,0 +1,86 @@
+//! The simulated providers (flight, hotel, car rental, payment): each a reactor that books
+//! through the idempotent ledger, and answers, fails or stays silent as [`behavior`] says.
+
+use choreo::{Event, EventType, ReactContext, ReactError, Reactor};
+use choreo_services::{dry_run_type, emit_dry_run, Ledger};
+
+use crate::domain::{behavior, Behavior, Booking, Faults, Step, Verb};
+
+/// One provider.
+#[derive(Clone, Debug)]
+pub struct Provider {
+    step: Step,
+    faults: Faults,
+    ledger: Ledger,
+    name: String,
+}
+
+impl Provider {
+    /// The provider of `step`, recording its effects in `ledger`.
+    pub fn new(step: Step, faults: Faults, ledger: Ledger) -> Self {
+        Self {
+            step,
+            faults,
+            ledger,
+            name: format!("{}-provider", step.as_str()),
+        }
+    }
+}
+
+fn encode(b: &Booking) -> Result<Vec<u8>, ReactError> {
+    rmp_serde::to_vec_named(b).map_err(ReactError::permanent)
+}
+
+impl Reactor for Provider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn consumes(&self) -> Vec<EventType> {
+        vec![self.step.ty(Verb::Request), self.step.ty(Verb::Cancel)]
+    }
+    fn emits(&self) -> Vec<EventType> {
+        let mut e = vec![
+            self.step.ty(Verb::Done),
+            self.step.ty(Verb::Failed),
+            self.step.ty(Verb::Cancelled),
+        ];
+        for v in [Verb::Request, Verb::Cancel] {
+            if let Ok(t) = dry_run_type(&self.step.ty(v)) {
+                e.push(t);
+            }
+        }
+        e
+    }
+    async fn react(&self, e: &Event, ctx: &mut ReactContext) -> Result<(), ReactError> {
+        let mut b: Booking = e.decode_as()?;
+        let step = self.step.as_str();
+        let cancel = e.ty == self.step.ty(Verb::Cancel);
+        if !cancel {
+            match behavior(b.seed, b.index, self.step, self.faults) {
+                Behavior::Silent => return Ok(()),
+                Behavior::Fail => {
+                    b.note = format!("no {step} available");
+                    ctx.emit_raw(self.step.ty(Verb::Failed), encode(&b)?)?;
+                    return Ok(());
+                }
+                Behavior::Ok => {}
+            }
+        }
+        let what = if cancel {
+            format!("cancel the {step} of {}", b.trip)
+        } else {
+            format!("book a {step} for {}", b.trip)
+        };
+        if ctx.dry_run() {
+            return emit_dry_run(ctx, e, &what);
+        }
+        self.ledger
+            .apply(&ctx.idempotency_key(), &what, &e.data)
+            .await
+            .map_err(ReactError::transient)?;
+        b.note = format!("{}-{}", step.to_uppercase(), b.trip);
+        let answer = if cancel { Verb::Cancelled } else { Verb::Done };
+        ctx.emit_raw(self.step.ty(answer), encode(&b)?)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,229 @@
+//! Running the travel swarm: N trips against a node hosting the saga, the providers and the
+//! policy gate; each trip's outcome is read from the saga store.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use choreo::{BusConfig, CorrelationId, Event, EventId, EventType, Node, RunningNode, SagaStatus};
+use choreo_services::{Ledger, PolicyGate, Rule};
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::domain::{behavior, price, Behavior, Faults, Step, TripRequested, Verb};
+use crate::providers::Provider;
+use crate::saga::TripSaga;
+
+/// How a trip ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every step booked and paid.
+    Completed,
+    /// A provider failed; booked steps were cancelled.
+    Compensated,
+    /// A provider never answered; booked steps were cancelled.
+    TimedOut,
+    /// The policy gate vetoed the payment; booked steps were cancelled.
+    Vetoed,
+    /// The instance faulted (a bug, not a business outcome).
+    Faulted,
+}
+
+impl Outcome {
+    /// Lower-case label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Compensated => "compensated",
+            Outcome::TimedOut => "timed out",
+            Outcome::Vetoed => "vetoed",
+            Outcome::Faulted => "faulted",
+        }
+    }
+}
+
+/// Options of a run.
+#[derive(Clone, Debug)]
+pub struct TravelOptions {
+    /// Number of trips.
+    pub trips: u32,
+    /// Seed: the same seed gives the same outcome for every trip.
+    pub seed: u64,
+    /// Provider faults.
+    pub faults: Faults,
+    /// Step timeout.
+    pub step_timeout: Duration,
+    /// The policy gate's card limit.
+    pub card_limit_cents: u64,
+    /// The node's store.
+    pub data_dir: PathBuf,
+    /// Dry-run mode (providers do not book).
+    pub dry_run: bool,
+    /// Give up waiting after this long.
+    pub deadline: Duration,
+}
+
+impl TravelOptions {
+    /// Defaults for `trips` trips with `seed`, storing in `data_dir`.
+    pub fn new(trips: u32, seed: u64, data_dir: PathBuf) -> Self {
+        Self {
+            trips,
+            seed,
+            faults: Faults::default(),
+            step_timeout: Duration::from_secs(2),
+            card_limit_cents: 275_000,
+            data_dir,
+            dry_run: false,
+            deadline: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What happens to trip `index`, computed from the seed alone (the run must agree).
+pub fn predict(opts: &TravelOptions, index: u32) -> Outcome {
+    for step in [Step::Flight, Step::Hotel, Step::Car] {
+        match behavior(opts.seed, index, step, opts.faults) {
+            Behavior::Fail => return Outcome::Compensated,
+            Behavior::Silent => return Outcome::TimedOut,
+            Behavior::Ok => {}
+        }
+    }
+    if price(opts.seed, index) > opts.card_limit_cents {
+        Outcome::Vetoed
+    } else {
+        Outcome::Completed
+    }
+}
+
+/// The result of a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    /// Outcome per trip correlation, in trip order.
+    pub trips: Vec<(String, Outcome)>,
+    /// Trips per outcome.
+    pub counts: BTreeMap<Outcome, usize>,
+}
+
+/// Build the travel node: saga, providers, policy gate.
+pub async fn node(cfg: BusConfig, opts: &TravelOptions) -> anyhow::Result<RunningNode> {
+    let bus = choreo::Bus::connect(cfg.clone()).await?;
+    let ledger = Ledger::open(&bus, "TRAVEL_LEDGER").await?;
+    let gate = PolicyGate::new("payment-policy").policy(
+        Step::Payment.ty(Verb::Request),
+        vec![(
+            "card-limit".into(),
+            Rule::MaxAmount {
+                field: "cents".into(),
+                max: opts.card_limit_cents as f64,
+            },
+        )],
+    )?;
+    let mut b = Node::builder()
+        .bus(cfg)
+        .data_dir(&opts.data_dir)
+        .dry_run(opts.dry_run)
+        .register::<TripRequested>()
+        .saga(TripSaga {
+            step_timeout: opts.step_timeout,
+        })
+        .reactor(gate);
+    for step in Step::ALL {
+        b = b.reactor(Provider::new(step, opts.faults, ledger.clone()));
+    }
+    Ok(b.build()?.start_on(bus).await?)
+}
+
+/// Run `opts.trips` trips; `progress(correlation, outcome, done, total)` is called as each ends.
+pub async fn run(
+    cfg: BusConfig,
+    opts: &TravelOptions,
+    mut progress: impl FnMut(&str, Outcome, usize, usize),
+) -> anyhow::Result<Summary> {
+    let node = node(cfg, opts).await?;
+    let bus = node.bus().clone();
+    let store = node.store().context("the travel node has a store")?.clone();
+    let run_id: String = EventId::new_root()
+        .to_string()
+        .chars()
+        .rev()
+        .take(6)
+        .collect();
+    let trips: Vec<Event> = (0..opts.trips)
+        .map(|i| {
+            let id = format!("trip-{i}-{run_id}");
+            Event::root(
+                "/examples/travel",
+                CorrelationId::new(id.as_str())?,
+                &TripRequested {
+                    trip: id,
+                    index: i,
+                    seed: opts.seed,
+                    cents: price(opts.seed, i),
+                },
+            )
+            .map_err(anyhow::Error::from)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let order: Vec<String> = trips.iter().map(|e| e.correlation.to_string()).collect();
+    let terminal = [
+        choreo::SAGA_COMPLETED,
+        choreo::SAGA_COMPENSATED,
+        choreo::SAGA_FAULTED,
+    ];
+    let mut ends = futures::stream::select_all(
+        futures::future::try_join_all(terminal.iter().map(|t| {
+            let bus = bus.clone();
+            async move {
+                let ty = EventType::new(*t)?;
+                Ok::<_, anyhow::Error>(
+                    bus.follow_events(&bus.subjects().type_filter(&ty), false)
+                        .await?,
+                )
+            }
+        }))
+        .await?,
+    );
+    bus.publish_all(&trips).await?;
+    let mut outcomes: BTreeMap<String, Outcome> = BTreeMap::new();
+    let deadline = tokio::time::sleep(opts.deadline);
+    tokio::pin!(deadline);
+    while outcomes.len() < trips.len() {
+        let stored = tokio::select! {
+            () = &mut deadline => anyhow::bail!("{} of {} trips ended within {:?}", outcomes.len(), trips.len(), opts.deadline),
+            next = ends.next() => next.context("event stream closed")??,
+        };
+        let Ok(e) = stored.event else { continue };
+        let corr = e.correlation.to_string();
+        if !order.contains(&corr) || outcomes.contains_key(&corr) {
+            continue;
+        }
+        let record = store
+            .get("trip", &corr)?
+            .context("a finished trip is in the store")?;
+        let reason = record.reason.unwrap_or_default();
+        let outcome = match record.status {
+            SagaStatus::Completed => Outcome::Completed,
+            SagaStatus::Faulted => Outcome::Faulted,
+            SagaStatus::Compensated if reason.contains("timed out") => Outcome::TimedOut,
+            SagaStatus::Compensated if reason.contains("vetoed") => Outcome::Vetoed,
+            SagaStatus::Compensated => Outcome::Compensated,
+            SagaStatus::Running => continue,
+        };
+        outcomes.insert(corr.clone(), outcome);
+        progress(&corr, outcome, outcomes.len(), trips.len());
+    }
+    node.shutdown().await?;
+    let mut counts = BTreeMap::new();
+    for o in outcomes.values() {
+        *counts.entry(*o).or_default() += 1;
+    }
+    Ok(Summary {
+        trips: order
+            .into_iter()
+            .filter_map(|c| outcomes.get(&c).map(|o| (c, *o)))
+            .collect(),
+        counts,
+    })
+}
