@@ -1,0 +1,231 @@
+//! Running the release swarm.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use choreo::{BusConfig, CorrelationId, Event, EventId, EventType, Node, RunningNode, SagaStatus};
+use choreo_agents::{Agent, Executor, Model, Planner, Verifier};
+use choreo_services::Ledger;
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::actors::{answer_for, Answer, AutoApprover, Deployer, SimulatedShell, StagingDeploy};
+use crate::domain::ReleaseRequested;
+use crate::saga::ReleaseSaga;
+
+/// How a release ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Deployed to production.
+    Deployed,
+    /// Approval denied: rolled back.
+    Denied,
+    /// Approval never came: rolled back.
+    TimedOut,
+    /// Something else failed: rolled back.
+    Failed,
+}
+
+impl Outcome {
+    /// Label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Deployed => "deployed",
+            Outcome::Denied => "denied",
+            Outcome::TimedOut => "timed out",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// Options of a run.
+#[derive(Clone)]
+pub struct ReleaseOptions {
+    /// Number of releases.
+    pub releases: u32,
+    /// Seed of the demo's approver.
+    pub seed: u64,
+    /// Per-step timeout.
+    pub step_timeout: Duration,
+    /// Approval timeout.
+    pub approval_timeout: Duration,
+    /// The node's store.
+    pub data_dir: PathBuf,
+    /// Answer approvals automatically (the demo); otherwise someone runs `choreo approve`.
+    pub auto_approve: bool,
+    /// The model every agent uses.
+    pub model: Arc<dyn Model>,
+    /// Give up waiting after this long.
+    pub deadline: Duration,
+}
+
+impl std::fmt::Debug for ReleaseOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReleaseOptions")
+            .field("releases", &self.releases)
+            .field("seed", &self.seed)
+            .field("model", &self.model.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReleaseOptions {
+    /// Defaults: auto-approval, a 1.5 s approval timeout, the model from the environment.
+    pub fn new(releases: u32, seed: u64, data_dir: PathBuf) -> Self {
+        Self {
+            releases,
+            seed,
+            step_timeout: Duration::from_secs(30),
+            approval_timeout: Duration::from_millis(1500),
+            data_dir,
+            auto_approve: true,
+            model: crate::actors::model_from_env(),
+            deadline: Duration::from_secs(120),
+        }
+    }
+}
+
+/// With auto-approval, what happens to release `index` (the run must agree).
+pub fn predict(opts: &ReleaseOptions, index: u32) -> Outcome {
+    match answer_for(opts.seed, index) {
+        Answer::Grant => Outcome::Deployed,
+        Answer::Deny => Outcome::Denied,
+        Answer::Ignore => Outcome::TimedOut,
+    }
+}
+
+/// The result of a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    /// Outcome per release correlation, in order.
+    pub releases: Vec<(String, Outcome)>,
+    /// Releases per outcome.
+    pub counts: BTreeMap<Outcome, usize>,
+}
+
+/// Start the release node: saga, agents, deployer (and the auto-approver if asked).
+pub async fn node(cfg: BusConfig, opts: &ReleaseOptions) -> anyhow::Result<RunningNode> {
+    let bus = choreo::Bus::connect(cfg.clone()).await?;
+    let ledger = Ledger::open(&bus, "RELEASE_LEDGER").await?;
+    let mut b = Node::builder()
+        .bus(cfg)
+        .data_dir(&opts.data_dir)
+        .register::<ReleaseRequested>()
+        .saga(ReleaseSaga {
+            step_timeout: opts.step_timeout,
+            approval_timeout: opts.approval_timeout,
+        })
+        .reactor(Agent::new(Planner, opts.model.clone()))
+        .reactor(Agent::new(
+            Executor::new().tool(SimulatedShell).tool(StagingDeploy),
+            opts.model.clone(),
+        ))
+        .reactor(Agent::new(Verifier, opts.model.clone()))
+        .reactor(Deployer::new(ledger));
+    if opts.auto_approve {
+        b = b.reactor(AutoApprover { seed: opts.seed });
+    }
+    Ok(b.build()?.start_on(bus).await?)
+}
+
+/// The root event of release `index` of run `run_id`.
+pub fn release_event(index: u32, run_id: &str) -> anyhow::Result<Event> {
+    let id = format!("release-{index}-{run_id}");
+    Ok(Event::root(
+        "/examples/release",
+        CorrelationId::new(id.as_str())?,
+        &ReleaseRequested {
+            release: id,
+            version: format!("1.{index}.0"),
+        },
+    )?)
+}
+
+/// Run `opts.releases` releases; `progress` is called as each ends.
+pub async fn run(
+    cfg: BusConfig,
+    opts: &ReleaseOptions,
+    mut progress: impl FnMut(&str, Outcome, usize, usize),
+) -> anyhow::Result<Summary> {
+    let node = node(cfg, opts).await?;
+    let bus = node.bus().clone();
+    let store = node
+        .store()
+        .context("the release node has a store")?
+        .clone();
+    let run_id: String = EventId::new_root()
+        .to_string()
+        .chars()
+        .rev()
+        .take(6)
+        .collect();
+    let roots: Vec<Event> = (0..opts.releases)
+        .map(|i| release_event(i, &run_id))
+        .collect::<anyhow::Result<_>>()?;
+    let order: Vec<String> = roots.iter().map(|e| e.correlation.to_string()).collect();
+    let mut ends = futures::stream::select_all(
+        futures::future::try_join_all(
+            [
+                choreo::SAGA_COMPLETED,
+                choreo::SAGA_COMPENSATED,
+                choreo::SAGA_FAULTED,
+            ]
+            .iter()
+            .map(|t| {
+                let bus = bus.clone();
+                async move {
+                    let ty = EventType::new(*t)?;
+                    Ok::<_, anyhow::Error>(
+                        bus.follow_events(&bus.subjects().type_filter(&ty), false)
+                            .await?,
+                    )
+                }
+            }),
+        )
+        .await?,
+    );
+    bus.publish_all(&roots).await?;
+    let mut outcomes = BTreeMap::new();
+    let deadline = tokio::time::sleep(opts.deadline);
+    tokio::pin!(deadline);
+    while outcomes.len() < roots.len() {
+        let stored = tokio::select! {
+            () = &mut deadline => anyhow::bail!("{} of {} releases ended within {:?}", outcomes.len(), roots.len(), opts.deadline),
+            next = ends.next() => next.context("event stream closed")??,
+        };
+        let Ok(e) = stored.event else { continue };
+        let corr = e.correlation.to_string();
+        if !order.contains(&corr) || outcomes.contains_key(&corr) {
+            continue;
+        }
+        let record = store
+            .get("release", &corr)?
+            .context("a finished release is in the store")?;
+        let reason = record.reason.unwrap_or_default();
+        let outcome = match record.status {
+            SagaStatus::Completed => Outcome::Deployed,
+            SagaStatus::Compensated if reason.contains("denied") => Outcome::Denied,
+            SagaStatus::Compensated if reason.contains("approval timed out") => Outcome::TimedOut,
+            SagaStatus::Running => continue,
+            _ => Outcome::Failed,
+        };
+        outcomes.insert(corr.clone(), outcome);
+        progress(&corr, outcome, outcomes.len(), roots.len());
+    }
+    node.shutdown().await?;
+    let mut counts = BTreeMap::new();
+    for o in outcomes.values() {
+        *counts.entry(*o).or_default() += 1;
+    }
+    Ok(Summary {
+        releases: order
+            .into_iter()
+            .filter_map(|c| outcomes.get(&c).map(|o| (c, *o)))
+            .collect(),
+        counts,
+    })
+}
