@@ -1,197 +1,52 @@
-//! `choreo demo`: a small order choreography, end to end.
-//!
-//! inventory reacts to `order.placed.v1` (reserves stock, or reports it unavailable);
-//! payment reacts to `stock.reserved.v1` (fails transiently once for some orders, so retries
-//! show; declines huge amounts permanently, which dead-letters the input); shipping reacts to
-//! `payment.captured.v1`. Nobody calls anybody.
+//! `choreo demo`: run one of the example swarms end to end and show what happened.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
-use choreo::{
-    CorrelationId, Event, EventId, EventType, NatsServer, Node, Payload, ReactContext, ReactError,
-    Reactor, RetryPolicy,
-};
-use clap::Args;
-use futures::StreamExt;
-use serde::{Deserialize, Serialize};
+use choreo::{BusConfig, CorrelationId, NatsServer};
+use clap::{Args, ValueEnum};
+use serde_json::json;
 
-use crate::format;
+/// The example swarms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Example {
+    /// Trips as sagas: flight, hotel, car, policy-gated payment; compensations and timeouts.
+    Travel,
+    /// Planner, executor and verifier agents, an approval gate, deploy with rollback.
+    Release,
+}
 
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
+    /// Which example to run.
+    #[arg(long, value_enum, default_value_t = Example::Travel)]
+    example: Example,
+    /// How many trips (or releases).
+    #[arg(long, default_value_t = 20)]
+    trips: u32,
+    /// Seed: the same seed gives the same outcome counts.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
     /// NATS URL; without it (and without CHOREO_NATS_URL) a temporary nats-server is started.
     #[arg(long, env = "CHOREO_NATS_URL")]
     nats: Option<String>,
-    /// Number of orders.
-    #[arg(long, default_value_t = 6)]
-    orders: u32,
-    /// Seconds to wait for every order to finish.
-    #[arg(long, default_value_t = 60)]
-    timeout: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct OrderPlaced {
-    order: u32,
-    sku: String,
-    qty: u32,
-    cents: u64,
-}
-impl Payload for OrderPlaced {
-    const TYPE: &'static str = "order.placed.v1";
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct StockReserved {
-    order: u32,
-    qty: u32,
-    cents: u64,
-}
-impl Payload for StockReserved {
-    const TYPE: &'static str = "stock.reserved.v1";
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct StockUnavailable {
-    order: u32,
-    wanted: u32,
-    available: u32,
-}
-impl Payload for StockUnavailable {
-    const TYPE: &'static str = "stock.unavailable.v1";
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct PaymentCaptured {
-    order: u32,
-    cents: u64,
-}
-impl Payload for PaymentCaptured {
-    const TYPE: &'static str = "payment.captured.v1";
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct OrderShipped {
-    order: u32,
-}
-impl Payload for OrderShipped {
-    const TYPE: &'static str = "order.shipped.v1";
-}
-
-const STOCK_PER_ORDER: u32 = 5;
-const CARD_LIMIT_CENTS: u64 = 100_000;
-
-struct Inventory;
-impl Reactor for Inventory {
-    fn name(&self) -> &str {
-        "inventory"
-    }
-    fn consumes(&self) -> Vec<EventType> {
-        vec![OrderPlaced::event_type()]
-    }
-    fn emits(&self) -> Vec<EventType> {
-        vec![StockReserved::event_type(), StockUnavailable::event_type()]
-    }
-    async fn react(&self, e: &Event, ctx: &mut ReactContext) -> Result<(), ReactError> {
-        let o: OrderPlaced = e.decode()?;
-        if o.qty > STOCK_PER_ORDER {
-            ctx.emit(&StockUnavailable {
-                order: o.order,
-                wanted: o.qty,
-                available: STOCK_PER_ORDER,
-            })?;
-        } else {
-            ctx.emit(&StockReserved {
-                order: o.order,
-                qty: o.qty,
-                cents: o.cents,
-            })?;
-        }
-        Ok(())
-    }
-}
-
-struct Payments;
-impl Reactor for Payments {
-    fn name(&self) -> &str {
-        "payment"
-    }
-    fn consumes(&self) -> Vec<EventType> {
-        vec![StockReserved::event_type()]
-    }
-    fn emits(&self) -> Vec<EventType> {
-        vec![PaymentCaptured::event_type()]
-    }
-    fn retry_policy(&self) -> RetryPolicy {
-        RetryPolicy::builder()
-            .max_attempts(4)
-            .initial_delay(Duration::from_millis(50))
-            .build()
-            .unwrap_or_default()
-    }
-    async fn react(&self, e: &Event, ctx: &mut ReactContext) -> Result<(), ReactError> {
-        let r: StockReserved = e.decode()?;
-        if r.cents > CARD_LIMIT_CENTS {
-            return Err(ReactError::permanent(format!(
-                "card declined: {} cents is over the limit of {CARD_LIMIT_CENTS}",
-                r.cents
-            )));
-        }
-        if r.order % 3 == 0 && ctx.attempt() == 1 {
-            return Err(ReactError::transient("payment gateway timed out"));
-        }
-        ctx.emit(&PaymentCaptured {
-            order: r.order,
-            cents: r.cents,
-        })?;
-        Ok(())
-    }
-}
-
-struct Shipping;
-impl Reactor for Shipping {
-    fn name(&self) -> &str {
-        "shipping"
-    }
-    fn consumes(&self) -> Vec<EventType> {
-        vec![PaymentCaptured::event_type()]
-    }
-    fn emits(&self) -> Vec<EventType> {
-        vec![OrderShipped::event_type()]
-    }
-    async fn react(&self, e: &Event, ctx: &mut ReactContext) -> Result<(), ReactError> {
-        let p: PaymentCaptured = e.decode()?;
-        ctx.emit(&OrderShipped { order: p.order })?;
-        Ok(())
-    }
-}
-
-fn order(n: u32) -> OrderPlaced {
-    OrderPlaced {
-        order: n,
-        sku: format!("sku-{}", n % 4),
-        qty: if n % 5 == 2 {
-            STOCK_PER_ORDER + 4
-        } else {
-            1 + n % 3
-        },
-        cents: if n % 5 == 4 {
-            CARD_LIMIT_CENTS * 3
-        } else {
-            1_000 + u64::from(n) * 250
-        },
-    }
+    /// Keep the node's store here (so `choreo sagas` and `choreo replay` can inspect the run);
+    /// default: a temporary directory removed at exit.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Print the summary as JSON (counts by terminal state and the correlation ids).
+    #[arg(long)]
+    json: bool,
 }
 
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    if args.orders == 0 {
-        bail!("--orders must be at least 1");
+    if args.trips == 0 {
+        bail!("--trips must be at least 1");
     }
     let mut own_server = None;
-    let url = match args.nats {
-        Some(url) => url,
+    let url = match &args.nats {
+        Some(url) => url.clone(),
         None => {
             let s = NatsServer::start_temp()
                 .await
@@ -201,176 +56,141 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             url
         }
     };
-    let result = run_on(
-        &url,
-        args.orders,
-        Duration::from_secs(args.timeout),
-        own_server.is_some(),
-    )
-    .await;
+    let temp_dir;
+    let data_dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => {
+            temp_dir = tempfile::tempdir()?;
+            temp_dir.path().to_path_buf()
+        }
+    };
+    let result = demo(&args, &url, data_dir, own_server.is_some()).await;
     if let Some(mut s) = own_server {
         s.stop().await?;
     }
     result
 }
 
-async fn run_on(url: &str, orders: u32, timeout: Duration, temporary: bool) -> anyhow::Result<()> {
-    let cfg = choreo::BusConfig::builder()
+async fn demo(
+    args: &DemoArgs,
+    url: &str,
+    data_dir: PathBuf,
+    temporary: bool,
+) -> anyhow::Result<()> {
+    let cfg = BusConfig::builder()
         .url(url)
         .client_name("choreo-demo")
         .build()?;
-    let node = Node::builder()
-        .bus(cfg)
-        .register::<OrderPlaced>()
-        .register::<StockReserved>()
-        .register::<PaymentCaptured>()
-        .reactor(Inventory)
-        .reactor(Payments)
-        .reactor(Shipping)
-        .build()?
-        .start()
-        .await?;
-    let bus = node.bus().clone();
-    println!(
-        "choreo demo: nats-server {} at {url}{}",
-        bus.server_version(),
-        if temporary {
-            " (temporary, stopped at the end)"
-        } else {
-            ""
-        }
-    );
-    println!("actors: inventory (order.placed → stock.*), payment (stock.reserved → payment.captured), shipping (payment.captured → order.shipped)\n");
-
-    let run = EventId::new_root()
-        .to_string()
-        .chars()
-        .rev()
-        .take(6)
-        .collect::<String>();
-    let correlations: Vec<CorrelationId> = (1..=orders)
-        .map(|n| CorrelationId::new(format!("order-{n}-{run}")))
-        .collect::<Result<_, _>>()?;
-    let by_corr: BTreeMap<String, u32> = correlations
-        .iter()
-        .zip(1..)
-        .map(|(c, n)| (c.to_string(), n))
-        .collect();
-
-    let mut events = bus
-        .follow_events(&bus.subjects().all_events(), false)
-        .await?;
-    let mut letters = bus.follow_dead_letters(false).await?;
-    let roots: Vec<Event> = correlations
-        .iter()
-        .zip(1..)
-        .map(|(c, n)| Event::root("/cli/demo", c.clone(), &order(n)))
-        .collect::<Result<_, _>>()?;
-    bus.publish_all(&roots).await?;
-    println!("published {} orders", roots.len());
-
-    let mut outcome: BTreeMap<String, &'static str> = BTreeMap::new();
-    let deadline = tokio::time::sleep(timeout);
-    tokio::pin!(deadline);
-    while outcome.len() < correlations.len() {
-        tokio::select! {
-            () = &mut deadline => bail!("timed out after {timeout:?}: {} of {} orders finished", outcome.len(), correlations.len()),
-            next = events.next() => {
-                let stored = next.context("event stream closed")??;
-                let Ok(e) = stored.event else { continue };
-                if !by_corr.contains_key(e.correlation.as_str()) { continue; }
-                let done = match e.ty.as_str() {
-                    "order.shipped.v1" => Some("shipped"),
-                    "stock.unavailable.v1" => Some("out of stock"),
-                    _ => None,
-                };
-                if let Some(d) = done {
-                    println!("  {:<20} {d}", e.correlation);
-                    outcome.insert(e.correlation.to_string(), d);
-                }
-            }
-            next = letters.next() => {
-                let l = next.context("dead-letter stream closed")??;
-                let Ok(e) = &l.event else { continue };
-                if !by_corr.contains_key(e.correlation.as_str()) { continue; }
-                println!("  {:<20} dead-lettered by {} [{}] {}", e.correlation, l.actor, l.reason, l.detail);
-                outcome.insert(e.correlation.to_string(), "dead-lettered");
-            }
-        }
+    let bus = choreo::Bus::connect(cfg.clone()).await?;
+    let quiet = args.json;
+    if !quiet {
+        println!(
+            "choreo demo: the {} example, {} {}, seed {}, nats-server {} at {url}{}",
+            match args.example {
+                Example::Travel => "travel",
+                Example::Release => "release",
+            },
+            args.trips,
+            match args.example {
+                Example::Travel => "trips",
+                Example::Release => "releases",
+            },
+            args.seed,
+            bus.server_version(),
+            if temporary { " (temporary)" } else { "" }
+        );
     }
-    let metrics = node.metrics().clone();
-    node.shutdown().await?;
-
-    println!("\nsummary:");
+    let progress = |c: &str, o: &str, done: usize, total: usize| {
+        if !quiet {
+            println!("  [{done:>3}/{total}] {c:<22} {o}");
+        }
+    };
+    let (saga, runs): (&str, Vec<(String, &'static str)>) = match args.example {
+        Example::Travel => {
+            let opts =
+                choreo_example_travel::TravelOptions::new(args.trips, args.seed, data_dir.clone());
+            let s =
+                choreo_example_travel::run(cfg, &opts, |c, o, d, t| progress(c, o.as_str(), d, t))
+                    .await?;
+            (
+                "trip",
+                s.trips.into_iter().map(|(c, o)| (c, o.as_str())).collect(),
+            )
+        }
+        Example::Release => {
+            let opts = choreo_example_release::ReleaseOptions::new(
+                args.trips,
+                args.seed,
+                data_dir.clone(),
+            );
+            if !quiet {
+                println!("  (the demo's auto-approver stands in for a human; in real use: choreo approve RELEASE)");
+            }
+            let s =
+                choreo_example_release::run(cfg, &opts, |c, o, d, t| progress(c, o.as_str(), d, t))
+                    .await?;
+            (
+                "release",
+                s.releases
+                    .into_iter()
+                    .map(|(c, o)| (c, o.as_str()))
+                    .collect(),
+            )
+        }
+    };
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for o in outcome.values() {
+    for (_, o) in &runs {
         *counts.entry(o).or_default() += 1;
     }
-    for (k, v) in &counts {
-        println!("  {k:<14} {v}");
-    }
-
-    println!("\nevents per correlation:");
-    let mut longest: Option<(usize, CorrelationId)> = None;
-    for c in &correlations {
-        let history = bus.history(c).await?;
-        let types: Vec<String> = history
-            .iter()
-            .map(|s| {
-                s.event
-                    .as_ref()
-                    .map(|e| e.ty.to_string())
-                    .unwrap_or_else(|_| "?".into())
-            })
-            .collect();
+    if args.json {
+        let by: BTreeMap<&str, Vec<&str>> = runs.iter().fold(BTreeMap::new(), |mut m, (c, o)| {
+            m.entry(*o).or_insert_with(Vec::new).push(c.as_str());
+            m
+        });
         println!(
-            "  {:<20} {:>2} events: {}",
-            c,
-            history.len(),
-            types.join(" → ")
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "example": saga,
+                "seed": args.seed,
+                "counts": counts,
+                "correlations": by,
+            }))?
         );
-        if longest.as_ref().is_none_or(|(n, _)| history.len() > *n) {
-            longest = Some((history.len(), c.clone()));
-        }
+        return Ok(());
     }
-
-    if let Some((_, c)) = longest {
-        let tree = bus.correlation_history(&c).await?.tree();
-        println!("\ncausal chain of {c}:");
-        print!("{}", indent(&tree.to_text()));
-        println!("\nevents of {c} as on the log:");
-        println!("  {}", format::TAIL_HEADER);
-        for e in bus.history(&c).await? {
-            println!("  {}", format::tail_line(&e));
-        }
+    println!("\nsummary:");
+    println!("  {:<12} {:>5}", "outcome", "count");
+    for (o, n) in &counts {
+        println!("  {o:<12} {n:>5}");
     }
-
-    println!("\nactors:");
-    println!(
-        "  {:<10} {:>7} {:>7} {:>7} {:>13} {:>12}",
-        "actor", "handled", "failed", "retried", "dead-lettered", "p99 latency"
-    );
-    for (name, m) in metrics.all() {
-        let p99 = m
-            .latency_quantile_us(0.99)
-            .map_or("-".to_owned(), |us| format!("<{us} µs"));
-        println!(
-            "  {name:<10} {:>7} {:>7} {:>7} {:>13} {:>12}",
-            m.handled, m.failed, m.retried, m.dead_lettered, p99
-        );
+    // The most eventful run's causal tree.
+    let interesting = runs
+        .iter()
+        .find(|(_, o)| *o != "completed" && *o != "deployed")
+        .or_else(|| runs.first())
+        .map(|(c, _)| c.clone())
+        .context("no runs")?;
+    let tree = bus
+        .correlation_history(&CorrelationId::new(interesting.as_str())?)
+        .await?
+        .tree();
+    println!("\ncausal tree of {interesting}:");
+    for line in tree.to_text().lines() {
+        println!("  {line}");
     }
-
-    if !counts.contains_key("shipped") {
-        bail!("no order was shipped: the choreography did not run end to end");
+    println!("\nlook further:");
+    if temporary || args.data_dir.is_none() {
+        println!("  this run's server and store are gone; to keep them, run `choreo dev` in another terminal, then");
+        println!("  choreo demo --nats nats://127.0.0.1:4222 --data-dir .choreo/demo");
+        println!("and:");
     }
-    println!("\nlook further against a running server (`choreo dev` in another terminal, then `choreo demo --nats nats://127.0.0.1:4222`):");
-    println!(
-        "  choreo tail --from-start --correlation {}",
-        correlations[0]
-    );
+    let dir = args
+        .data_dir
+        .as_ref()
+        .map_or(".choreo/demo".to_owned(), |d| d.display().to_string());
+    println!("  choreo events {interesting}");
+    println!("  choreo trace {interesting} --format mermaid");
+    println!("  choreo sagas list --saga {saga} --data-dir {dir}");
+    println!("  choreo replay {saga} {interesting} --data-dir {dir}");
     Ok(())
-}
-
-fn indent(s: &str) -> String {
-    s.lines().map(|l| format!("  {l}\n")).collect()
 }

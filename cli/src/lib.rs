@@ -26,6 +26,7 @@
 //! `dlq`, `stats`) for embedding in an existing clap CLI; [`Operator`] is the whole `choreo`
 //! application (those plus `dev`, `demo`, `publish`, `tail`).
 
+mod approve;
 mod demo;
 mod dev;
 mod dlq;
@@ -45,6 +46,7 @@ use choreo::{Replayable, Saga};
 use clap::{Args, Parser, Subcommand};
 use thiserror::Error;
 
+pub use approve::ApproveArgs;
 pub use dlq::DlqArgs;
 pub use events::{EventsArgs, TraceArgs};
 pub use replay::ReplayArgs;
@@ -106,6 +108,8 @@ pub enum OperatorCommand {
     Dlq(DlqArgs),
     /// Queue lengths and sizes, read from JetStream.
     Stats(StatsArgs),
+    /// Answer a pending approval request (`--deny` to refuse).
+    Approve(ApproveArgs),
 }
 
 impl OperatorCommand {
@@ -118,6 +122,7 @@ impl OperatorCommand {
             Self::Replay(a) => replay::run(a, sagas).await?,
             Self::Dlq(a) => dlq::run(a).await?,
             Self::Stats(a) => stats::run(a).await?,
+            Self::Approve(a) => approve::run(a).await?,
         }
         Ok(())
     }
@@ -138,7 +143,7 @@ struct Cli {
 enum Command {
     /// Run a local nats-server with JetStream and the choreo streams until Ctrl-C.
     Dev(dev::DevArgs),
-    /// Run a small choreography end to end and print what happened.
+    /// Run an example swarm (travel, or release) end to end and print what happened.
     Demo(demo::DemoArgs),
     /// Publish one event (JSON data is converted to msgpack).
     Publish(publish::PublishArgs),

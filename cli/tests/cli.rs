@@ -39,7 +39,7 @@ async fn read_until(
 
 #[tokio::test]
 async fn demo_starts_its_own_server_and_exits_zero() -> Result<()> {
-    let out = choreo().arg("demo").output().await?;
+    let out = choreo().args(["demo", "--trips", "12"]).output().await?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -47,45 +47,115 @@ async fn demo_starts_its_own_server_and_exits_zero() -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("(temporary, stopped at the end)"),
+        stdout.contains("the travel example, 12 trips, seed 7") && stdout.contains("(temporary)"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("/12] trip-").count(),
+        12,
+        "progress for every trip: {stdout}"
+    );
+    assert!(
+        stdout.contains("summary:") && stdout.contains("completed"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("shipped") && stdout.contains("out of stock"),
+        stdout.contains("causal tree of trip-") && stdout.contains("[saga]"),
         "{stdout}"
     );
-    assert!(
-        stdout.contains("dead-lettered by payment [rejected]"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("└─ stock.reserved.v1"),
-        "causal chain printed: {stdout}"
-    );
+    assert!(stdout.contains("choreo replay trip "), "{stdout}");
     Ok(())
 }
 
 #[tokio::test]
-async fn demo_runs_against_a_given_server() -> Result<()> {
+async fn demo_on_a_given_server_keeps_a_store_the_operator_commands_can_read() -> Result<()> {
     let server = NatsServer::start_temp().await?;
-    let out = choreo()
-        .args(["demo", "--nats", &server.url(), "--orders", "3"])
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("store");
+    let data_arg = data.to_str().context("utf-8")?;
+    let run = |seed: &'static str| {
+        let url = server.url();
+        let data_arg = data_arg.to_owned();
+        async move {
+            let out = choreo()
+                .args([
+                    "demo",
+                    "--nats",
+                    &url,
+                    "--trips",
+                    "8",
+                    "--seed",
+                    seed,
+                    "--json",
+                    "--data-dir",
+                    &data_arg,
+                ])
+                .output()
+                .await?;
+            anyhow::ensure!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok::<serde_json::Value, anyhow::Error>(serde_json::from_slice(&out.stdout)?)
+        }
+    };
+    let first = run("3").await?;
+    let second = run("3").await?;
+    assert_eq!(
+        first["counts"], second["counts"],
+        "same seed, same outcome counts"
+    );
+    let total: u64 = first["counts"]
+        .as_object()
+        .context("counts")?
+        .values()
+        .filter_map(|v| v.as_u64())
+        .sum();
+    assert_eq!(total, 8);
+
+    // The store survived the demo: list it, and replay a trip with the shipped binary.
+    let list = choreo()
+        .args([
+            "sagas",
+            "list",
+            "--saga",
+            "trip",
+            "--json",
+            "--data-dir",
+            data_arg,
+        ])
         .output()
         .await?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let rows: serde_json::Value = serde_json::from_slice(&list.stdout)?;
+    assert_eq!(
+        rows.as_array().map(Vec::len),
+        Some(16),
+        "two runs of 8 trips"
     );
-    assert!(!stdout.contains("temporary"), "{stdout}");
-    // The events are on the given server's log.
-    let bus = Bus::connect(BusConfig::builder().url(server.url()).build()?).await?;
-    let all = bus.read_events(&bus.subjects().all_events()).await?;
+    let some_trip = first["correlations"]
+        .as_object()
+        .and_then(|m| m.values().next())
+        .and_then(|v| v[0].as_str())
+        .context("a correlation")?
+        .to_owned();
+    let replay = choreo()
+        .args([
+            "replay",
+            "trip",
+            &some_trip,
+            "--nats",
+            &server.url(),
+            "--data-dir",
+            data_arg,
+        ])
+        .output()
+        .await?;
+    let text = String::from_utf8_lossy(&replay.stdout);
     assert!(
-        all.len() >= 6,
-        "3 orders made at least 6 events, got {}",
-        all.len()
+        replay.status.success() && text.starts_with("identical"),
+        "{text}{}",
+        String::from_utf8_lossy(&replay.stderr)
     );
     Ok(())
 }
