@@ -12,6 +12,44 @@ use crate::bus::dead_letter::dead_letter_headers;
 use crate::bus::{Bus, DlqReason};
 use crate::metrics::ActorCounters;
 
+/// A pull consumer of the events stream.
+pub(crate) type PullConsumer =
+    async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>;
+
+/// Start pulling from `consumer` (batches of `batch`, heartbeats every 5 s), retrying with a
+/// doubling pause while the server refuses. `None` once `shutdown` turns true.
+pub(crate) async fn open_pull(
+    consumer: &PullConsumer,
+    batch: usize,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    who: &str,
+) -> Option<async_nats::jetstream::consumer::pull::Stream> {
+    let mut pause = Duration::from_millis(50);
+    loop {
+        if *shutdown.borrow() {
+            return None;
+        }
+        match consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+        {
+            Ok(m) => return Some(m),
+            Err(e) => {
+                warn!(consumer = who, error = %e, "cannot start pulling; retrying");
+                tokio::select! {
+                    _ = shutdown.changed() => return None,
+                    () = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 /// (stream sequence, delivery count) of a delivery.
 pub(crate) fn delivery_info(msg: &Message) -> (u64, u64) {
     match msg.info() {

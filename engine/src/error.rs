@@ -95,6 +95,16 @@ pub enum NodeError {
     /// A runtime task ended abnormally.
     #[error("node task failed: {0}")]
     Task(String),
+    /// Waiting for saga instances to end took longer than allowed.
+    #[error("{ended} of {total} saga instances ended within {waited:?}")]
+    Deadline {
+        /// Instances that ended.
+        ended: usize,
+        /// Instances waited for.
+        total: usize,
+        /// How long it waited.
+        waited: std::time::Duration,
+    },
 }
 
 /// Locating, starting or stopping a nats-server process failed.

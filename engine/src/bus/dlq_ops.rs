@@ -21,6 +21,18 @@ pub struct Redriven {
 }
 
 impl Bus {
+    async fn dlq_handle(
+        &self,
+    ) -> Result<(String, async_nats::jetstream::stream::Stream<()>), BusError> {
+        let name = self.config().dlq_stream();
+        let stream = self
+            .jetstream()
+            .get_stream_no_info(&name)
+            .await
+            .map_err(|e| BusError::js(format!("get stream {name}"), e))?;
+        Ok((name, stream))
+    }
+
     /// Dead letters, optionally of one actor, in DLQ order.
     pub async fn dead_letters_of_actor(
         &self,
@@ -49,12 +61,7 @@ impl Bus {
         &self,
         sequence: u64,
     ) -> Result<Option<(HeaderMap, bytes::Bytes)>, BusError> {
-        let name = self.config().dlq_stream();
-        let stream = self
-            .jetstream()
-            .get_stream_no_info(&name)
-            .await
-            .map_err(|e| BusError::js(format!("get stream {name}"), e))?;
+        let (_, stream) = self.dlq_handle().await?;
         match stream.get_raw_message(sequence).await {
             Ok(m) => Ok(Some((m.headers, m.payload))),
             Err(e)
@@ -126,12 +133,7 @@ impl Bus {
 
     /// Remove one dead letter. Returns whether it existed.
     pub async fn purge_dead_letter(&self, sequence: u64) -> Result<bool, BusError> {
-        let name = self.config().dlq_stream();
-        let stream = self
-            .jetstream()
-            .get_stream_no_info(&name)
-            .await
-            .map_err(|e| BusError::js(format!("get stream {name}"), e))?;
+        let (_, stream) = self.dlq_handle().await?;
         match stream.delete_message(sequence).await {
             Ok(existed) => Ok(existed),
             Err(e) if e.to_string().contains("no message found") => Ok(false),
@@ -141,12 +143,7 @@ impl Bus {
 
     /// Remove every dead letter (of one actor, if given). Returns how many were removed.
     pub async fn purge_dead_letters(&self, actor: Option<&ActorName>) -> Result<u64, BusError> {
-        let name = self.config().dlq_stream();
-        let stream = self
-            .jetstream()
-            .get_stream_no_info(&name)
-            .await
-            .map_err(|e| BusError::js(format!("get stream {name}"), e))?;
+        let (name, stream) = self.dlq_handle().await?;
         let purge = match actor {
             Some(a) => {
                 stream

@@ -101,13 +101,43 @@ impl Bus {
             .boxed())
     }
 
+    /// [`Bus::follow_events`] over several filters at once (one ordered consumer).
+    pub async fn follow_events_matching(
+        &self,
+        filters: Vec<String>,
+        from_start: bool,
+    ) -> Result<BoxStream<'static, Result<StoredEvent, BusError>>, BusError> {
+        let raw = self
+            .follow_raw_multi(&self.config().events_stream(), filters, from_start)
+            .await?;
+        Ok(raw
+            .map(|m| {
+                m.map(|m| StoredEvent {
+                    sequence: m.sequence,
+                    event: wire::decode_event(m.headers.as_ref(), &m.payload),
+                    subject: m.subject,
+                })
+            })
+            .boxed())
+    }
+
     async fn follow_raw(
         &self,
         stream: &str,
         filter: &str,
         from_start: bool,
     ) -> Result<BoxStream<'static, Result<RawStored, BusError>>, BusError> {
-        let what = format!("follow {stream} {filter}");
+        self.follow_raw_multi(stream, vec![filter.to_owned()], from_start)
+            .await
+    }
+
+    async fn follow_raw_multi(
+        &self,
+        stream: &str,
+        filters: Vec<String>,
+        from_start: bool,
+    ) -> Result<BoxStream<'static, Result<RawStored, BusError>>, BusError> {
+        let what = format!("follow {stream} {filters:?}");
         let stream = self
             .jetstream()
             .get_stream_no_info(stream)
@@ -115,7 +145,7 @@ impl Bus {
             .map_err(|e| BusError::js(what.clone(), e))?;
         let consumer = stream
             .create_consumer(OrderedConfig {
-                filter_subject: filter.to_owned(),
+                filter_subjects: filters,
                 deliver_policy: if from_start {
                     DeliverPolicy::All
                 } else {

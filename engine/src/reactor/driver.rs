@@ -22,7 +22,9 @@ use super::context::ReactContext;
 use super::decide::{self, Attempt, Delivery, Limits, Next};
 use super::Reactor;
 use crate::bus::{Bus, DlqReason};
-use crate::delivery::{dead_letter, delivery_info, nak_later, panic_message, with_progress};
+use crate::delivery::{
+    dead_letter, delivery_info, nak_later, open_pull, panic_message, with_progress, PullConsumer,
+};
 use crate::error::{BusError, NodeError};
 use crate::metrics::ActorCounters;
 use crate::retry::RetryPolicy;
@@ -103,8 +105,6 @@ impl<R: Reactor> Hosted for ReactorHost<R> {
     }
 }
 
-type PullConsumer = async_nats::jetstream::consumer::Consumer<pull::Config>;
-
 async fn ensure_consumer(
     bus: &Bus,
     name: &ActorName,
@@ -168,29 +168,16 @@ impl<R: Reactor> Driver<R> {
             });
         }
         let mut shutdown = self.env.shutdown.clone();
-        let mut backoff_after_error = Duration::from_millis(50);
         'outer: loop {
-            if *shutdown.borrow() {
+            let Some(mut messages) = open_pull(
+                &consumer,
+                self.env.settings.fetch_batch,
+                &mut shutdown,
+                self.name.as_str(),
+            )
+            .await
+            else {
                 break;
-            }
-            let messages = consumer
-                .stream()
-                .max_messages_per_batch(self.env.settings.fetch_batch)
-                .heartbeat(Duration::from_secs(5))
-                .expires(Duration::from_secs(30))
-                .messages()
-                .await;
-            let mut messages = match messages {
-                Ok(m) => m,
-                Err(e) => {
-                    warn!(actor = %self.name, error = %e, "cannot start pulling; retrying");
-                    tokio::select! {
-                        _ = shutdown.changed() => break 'outer,
-                        () = tokio::time::sleep(backoff_after_error) => {}
-                    }
-                    backoff_after_error = (backoff_after_error * 2).min(Duration::from_secs(5));
-                    continue;
-                }
             };
             loop {
                 tokio::select! {
@@ -198,7 +185,6 @@ impl<R: Reactor> Driver<R> {
                     _ = shutdown.changed() => break 'outer,
                     next = messages.next() => match next {
                         Some(Ok(msg)) => {
-                            backoff_after_error = Duration::from_millis(50);
                             let lane = lane_for(self.env.bus.subjects(), msg.subject.as_str(), lanes);
                             if senders[lane].send(msg).await.is_err() {
                                 error!(actor = %self.name, "lane stopped; restarting the node is required");

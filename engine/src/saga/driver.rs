@@ -19,7 +19,9 @@ use tracing::{debug, error, info_span, warn, Instrument};
 use super::decide::{self, Decision, SagaInput, SagaMeta};
 use super::Saga;
 use crate::bus::{Bus, DlqReason};
-use crate::delivery::{dead_letter, delivery_info, nak_later, with_progress};
+use crate::delivery::{
+    dead_letter, delivery_info, nak_later, open_pull, with_progress, PullConsumer,
+};
 use crate::error::{BusError, NodeError};
 use crate::metrics::ActorCounters;
 use crate::reactor::decide::{admit, Delivery, Limits};
@@ -112,8 +114,6 @@ impl<S: Saga> HostedSaga for SagaHost<S> {
     }
 }
 
-type PullConsumer = async_nats::jetstream::consumer::Consumer<pull::Config>;
-
 async fn ensure_consumer(
     env: &SagaEnv,
     name: &ActorName,
@@ -175,30 +175,14 @@ impl<S: Saga> Partition<S> {
     async fn run(self, consumer: PullConsumer, mut timers: mpsc::Receiver<TimerJob>) {
         let mut shutdown = self.env.shutdown.clone();
         let mut timers_open = true;
-        let mut pause = Duration::from_millis(50);
+        let who = format!("{}-p{}", self.name, self.partition);
         'outer: loop {
-            if *shutdown.borrow() {
+            let Some(messages) =
+                open_pull(&consumer, self.env.settings.batch, &mut shutdown, &who).await
+            else {
                 break;
-            }
-            let messages = consumer
-                .stream()
-                .max_messages_per_batch(self.env.settings.batch)
-                .heartbeat(Duration::from_secs(5))
-                .expires(Duration::from_secs(30))
-                .messages()
-                .await;
-            let mut chunks = match messages {
-                Ok(m) => m.ready_chunks(self.env.settings.batch),
-                Err(e) => {
-                    warn!(saga = %self.name, partition = self.partition, error = %e, "cannot start pulling; retrying");
-                    tokio::select! {
-                        _ = shutdown.changed() => break 'outer,
-                        () = tokio::time::sleep(pause) => {}
-                    }
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                    continue;
-                }
             };
+            let mut chunks = messages.ready_chunks(self.env.settings.batch);
             loop {
                 tokio::select! {
                     biased;
@@ -215,7 +199,6 @@ impl<S: Saga> Partition<S> {
                     },
                     chunk = chunks.next() => match chunk {
                         Some(items) => {
-                            pause = Duration::from_millis(50);
                             let msgs: Vec<Message> = items
                                 .into_iter()
                                 .filter_map(|m| m.map_err(|e| debug!(error = %e, "pull stream error")).ok())

@@ -11,6 +11,7 @@ mod record;
 mod replay;
 mod slip;
 pub(crate) mod timers;
+mod watch;
 
 use choreo_schemas::{CodecError, Event, EventType, SagaId};
 use serde::de::DeserializeOwned;

@@ -20,5 +20,5 @@ pub use actors::{
 pub use domain::{
     DeployCompleted, DeployRequested, ReleaseRequested, RollbackCompleted, RollbackRequested,
 };
-pub use run::{node, predict, release_event, run, Outcome, ReleaseOptions, Summary};
+pub use run::{classify, node, predict, release_event, run, Outcome, ReleaseOptions, Summary};
 pub use saga::{Phase, ReleaseSaga, ReleaseState};

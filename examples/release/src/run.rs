@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use choreo::{BusConfig, CorrelationId, Event, EventId, EventType, Node, RunningNode, SagaStatus};
+use choreo::{
+    BusConfig, CorrelationId, Event, EventId, InstanceRecord, Node, RunningNode, SagaStatus,
+};
 use choreo_agents::{Agent, Executor, Model, Planner, Verifier};
 use choreo_services::Ledger;
-use futures::StreamExt;
 use serde::Serialize;
 
 use crate::actors::{answer_for, Answer, AutoApprover, Deployer, SimulatedShell, StagingDeploy};
@@ -98,6 +98,17 @@ pub fn predict(opts: &ReleaseOptions, index: u32) -> Outcome {
     }
 }
 
+/// How a finished release's record reads as an outcome.
+pub fn classify(record: &InstanceRecord) -> Outcome {
+    let reason = record.reason.as_deref().unwrap_or_default();
+    match record.status {
+        SagaStatus::Completed => Outcome::Deployed,
+        SagaStatus::Compensated if reason.contains("denied") => Outcome::Denied,
+        SagaStatus::Compensated if reason.contains("approval timed out") => Outcome::TimedOut,
+        _ => Outcome::Failed,
+    }
+}
+
 /// The result of a run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
@@ -152,11 +163,6 @@ pub async fn run(
     mut progress: impl FnMut(&str, Outcome, usize, usize),
 ) -> anyhow::Result<Summary> {
     let node = node(cfg, opts).await?;
-    let bus = node.bus().clone();
-    let store = node
-        .store()
-        .context("the release node has a store")?
-        .clone();
     let run_id: String = EventId::new_root()
         .to_string()
         .chars()
@@ -166,66 +172,19 @@ pub async fn run(
     let roots: Vec<Event> = (0..opts.releases)
         .map(|i| release_event(i, &run_id))
         .collect::<anyhow::Result<_>>()?;
-    let order: Vec<String> = roots.iter().map(|e| e.correlation.to_string()).collect();
-    let mut ends = futures::stream::select_all(
-        futures::future::try_join_all(
-            [
-                choreo::SAGA_COMPLETED,
-                choreo::SAGA_COMPENSATED,
-                choreo::SAGA_FAULTED,
-            ]
-            .iter()
-            .map(|t| {
-                let bus = bus.clone();
-                async move {
-                    let ty = EventType::new(*t)?;
-                    Ok::<_, anyhow::Error>(
-                        bus.follow_events(&bus.subjects().type_filter(&ty), false)
-                            .await?,
-                    )
-                }
-            }),
-        )
-        .await?,
-    );
-    bus.publish_all(&roots).await?;
-    let mut outcomes = BTreeMap::new();
-    let deadline = tokio::time::sleep(opts.deadline);
-    tokio::pin!(deadline);
-    while outcomes.len() < roots.len() {
-        let stored = tokio::select! {
-            () = &mut deadline => anyhow::bail!("{} of {} releases ended within {:?}", outcomes.len(), roots.len(), opts.deadline),
-            next = ends.next() => next.context("event stream closed")??,
-        };
-        let Ok(e) = stored.event else { continue };
-        let corr = e.correlation.to_string();
-        if !order.contains(&corr) || outcomes.contains_key(&corr) {
-            continue;
-        }
-        let record = store
-            .get("release", &corr)?
-            .context("a finished release is in the store")?;
-        let reason = record.reason.unwrap_or_default();
-        let outcome = match record.status {
-            SagaStatus::Completed => Outcome::Deployed,
-            SagaStatus::Compensated if reason.contains("denied") => Outcome::Denied,
-            SagaStatus::Compensated if reason.contains("approval timed out") => Outcome::TimedOut,
-            SagaStatus::Running => continue,
-            _ => Outcome::Failed,
-        };
-        outcomes.insert(corr.clone(), outcome);
-        progress(&corr, outcome, outcomes.len(), roots.len());
-    }
+    let records = node
+        .run_to_end("release", &roots, opts.deadline, |r, done, total| {
+            progress(&r.correlation, classify(r), done, total)
+        })
+        .await?;
     node.shutdown().await?;
+    let releases: Vec<(String, Outcome)> = records
+        .iter()
+        .map(|r| (r.correlation.clone(), classify(r)))
+        .collect();
     let mut counts = BTreeMap::new();
-    for o in outcomes.values() {
+    for (_, o) in &releases {
         *counts.entry(*o).or_default() += 1;
     }
-    Ok(Summary {
-        releases: order
-            .into_iter()
-            .filter_map(|c| outcomes.get(&c).map(|o| (c, *o)))
-            .collect(),
-        counts,
-    })
+    Ok(Summary { releases, counts })
 }

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use choreo::{BusConfig, CorrelationId, Event, EventId, EventType, Node, RunningNode, SagaStatus};
+use choreo::{
+    BusConfig, CorrelationId, Event, EventId, InstanceRecord, Node, RunningNode, SagaStatus,
+};
 use choreo_services::{Ledger, PolicyGate, Rule};
-use futures::StreamExt;
 use serde::Serialize;
 
 use crate::domain::{behavior, price, Behavior, Faults, Step, TripRequested, Verb};
@@ -97,6 +97,18 @@ pub fn predict(opts: &TravelOptions, index: u32) -> Outcome {
     }
 }
 
+/// How a finished trip's record reads as an outcome.
+pub fn classify(record: &InstanceRecord) -> Outcome {
+    let reason = record.reason.as_deref().unwrap_or_default();
+    match record.status {
+        SagaStatus::Completed => Outcome::Completed,
+        SagaStatus::Compensated if reason.contains("timed out") => Outcome::TimedOut,
+        SagaStatus::Compensated if reason.contains("vetoed") => Outcome::Vetoed,
+        SagaStatus::Compensated => Outcome::Compensated,
+        SagaStatus::Faulted | SagaStatus::Running => Outcome::Faulted,
+    }
+}
+
 /// The result of a run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
@@ -142,8 +154,6 @@ pub async fn run(
     mut progress: impl FnMut(&str, Outcome, usize, usize),
 ) -> anyhow::Result<Summary> {
     let node = node(cfg, opts).await?;
-    let bus = node.bus().clone();
-    let store = node.store().context("the travel node has a store")?.clone();
     let run_id: String = EventId::new_root()
         .to_string()
         .chars()
@@ -166,64 +176,19 @@ pub async fn run(
             .map_err(anyhow::Error::from)
         })
         .collect::<anyhow::Result<_>>()?;
-    let order: Vec<String> = trips.iter().map(|e| e.correlation.to_string()).collect();
-    let terminal = [
-        choreo::SAGA_COMPLETED,
-        choreo::SAGA_COMPENSATED,
-        choreo::SAGA_FAULTED,
-    ];
-    let mut ends = futures::stream::select_all(
-        futures::future::try_join_all(terminal.iter().map(|t| {
-            let bus = bus.clone();
-            async move {
-                let ty = EventType::new(*t)?;
-                Ok::<_, anyhow::Error>(
-                    bus.follow_events(&bus.subjects().type_filter(&ty), false)
-                        .await?,
-                )
-            }
-        }))
-        .await?,
-    );
-    bus.publish_all(&trips).await?;
-    let mut outcomes: BTreeMap<String, Outcome> = BTreeMap::new();
-    let deadline = tokio::time::sleep(opts.deadline);
-    tokio::pin!(deadline);
-    while outcomes.len() < trips.len() {
-        let stored = tokio::select! {
-            () = &mut deadline => anyhow::bail!("{} of {} trips ended within {:?}", outcomes.len(), trips.len(), opts.deadline),
-            next = ends.next() => next.context("event stream closed")??,
-        };
-        let Ok(e) = stored.event else { continue };
-        let corr = e.correlation.to_string();
-        if !order.contains(&corr) || outcomes.contains_key(&corr) {
-            continue;
-        }
-        let record = store
-            .get("trip", &corr)?
-            .context("a finished trip is in the store")?;
-        let reason = record.reason.unwrap_or_default();
-        let outcome = match record.status {
-            SagaStatus::Completed => Outcome::Completed,
-            SagaStatus::Faulted => Outcome::Faulted,
-            SagaStatus::Compensated if reason.contains("timed out") => Outcome::TimedOut,
-            SagaStatus::Compensated if reason.contains("vetoed") => Outcome::Vetoed,
-            SagaStatus::Compensated => Outcome::Compensated,
-            SagaStatus::Running => continue,
-        };
-        outcomes.insert(corr.clone(), outcome);
-        progress(&corr, outcome, outcomes.len(), trips.len());
-    }
+    let records = node
+        .run_to_end("trip", &trips, opts.deadline, |r, done, total| {
+            progress(&r.correlation, classify(r), done, total)
+        })
+        .await?;
     node.shutdown().await?;
+    let trips: Vec<(String, Outcome)> = records
+        .iter()
+        .map(|r| (r.correlation.clone(), classify(r)))
+        .collect();
     let mut counts = BTreeMap::new();
-    for o in outcomes.values() {
+    for (_, o) in &trips {
         *counts.entry(*o).or_default() += 1;
     }
-    Ok(Summary {
-        trips: order
-            .into_iter()
-            .filter_map(|c| outcomes.get(&c).map(|o| (c, *o)))
-            .collect(),
-        counts,
-    })
+    Ok(Summary { trips, counts })
 }

@@ -1,0 +1,72 @@
+//! Start saga instances and wait until each has ended: what a batch job, a demo or a test does.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use choreo_schemas::{Event, EventType};
+use futures::StreamExt;
+
+use super::lifecycle::{SAGA_COMPENSATED, SAGA_COMPLETED, SAGA_FAULTED};
+use super::record::InstanceRecord;
+use crate::error::NodeError;
+use crate::node::RunningNode;
+
+impl RunningNode {
+    /// Publish `roots` (each starts an instance of `saga`, keyed by its correlation) and wait
+    /// until every instance has ended (completed, compensated or faulted), or `deadline` passed.
+    /// `on_end(record, ended, total)` is called as each ends. Returns the final records in the
+    /// order of `roots`.
+    pub async fn run_to_end(
+        &self,
+        saga: &str,
+        roots: &[Event],
+        deadline: Duration,
+        mut on_end: impl FnMut(&InstanceRecord, usize, usize),
+    ) -> Result<Vec<InstanceRecord>, NodeError> {
+        let store = self.store().ok_or_else(|| {
+            NodeError::Config(crate::error::ConfigError::new(
+                "run_to_end needs a node that hosts sagas",
+            ))
+        })?;
+        let bus = self.bus();
+        let filters = [SAGA_COMPLETED, SAGA_COMPENSATED, SAGA_FAULTED]
+            .iter()
+            .filter_map(|t| EventType::new(*t).ok())
+            .map(|t| bus.subjects().type_filter(&t))
+            .collect();
+        let mut ends = bus.follow_events_matching(filters, false).await?;
+        let waiting: BTreeSet<String> = roots.iter().map(|e| e.correlation.to_string()).collect();
+        let source = format!("/sagas/{saga}");
+        bus.publish_all(roots).await?;
+        let mut ended: BTreeMap<String, InstanceRecord> = BTreeMap::new();
+        let timeout = tokio::time::sleep(deadline);
+        tokio::pin!(timeout);
+        while ended.len() < waiting.len() {
+            let next = tokio::select! {
+                () = &mut timeout => {
+                    return Err(NodeError::Deadline { ended: ended.len(), total: waiting.len(), waited: deadline });
+                }
+                next = ends.next() => next,
+            };
+            let Some(stored) = next else {
+                return Err(NodeError::Task("the lifecycle event stream closed".into()));
+            };
+            let Ok(e) = stored?.event else { continue };
+            let corr = e.correlation.to_string();
+            if e.source != source || !waiting.contains(&corr) || ended.contains_key(&corr) {
+                continue;
+            }
+            let Some(record) = store.get(saga, &corr)? else {
+                continue;
+            };
+            if record.status.is_terminal() {
+                on_end(&record, ended.len() + 1, waiting.len());
+                ended.insert(corr, record);
+            }
+        }
+        Ok(roots
+            .iter()
+            .filter_map(|e| ended.remove(e.correlation.as_str()))
+            .collect())
+    }
+}
