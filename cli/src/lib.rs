@@ -27,6 +27,7 @@
 //! application (those plus `dev`, `demo`, `publish`, `tail`).
 
 mod approve;
+mod config;
 mod demo;
 mod dev;
 mod dlq;
@@ -132,7 +133,9 @@ impl OperatorCommand {
 #[command(
     name = "choreo",
     version,
-    about = "choreo: a durable-workflow hybrid engine on NATS JetStream"
+    about = "choreo: a durable-workflow hybrid engine on NATS JetStream",
+    after_help = "Defaults come from --config FILE, $CHOREO_CONFIG or ./choreo.toml \
+                  (keys: nats, namespace, partitions, data_dir); flags and CHOREO_* variables win."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -189,6 +192,14 @@ impl Operator {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let args = match config::apply(args) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let cli = Cli::parse_from(args);
         let log_filter = std::env::var("CHOREO_LOG").unwrap_or_else(|_| "error".to_owned());
         #[cfg(feature = "otlp")]

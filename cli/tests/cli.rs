@@ -285,3 +285,49 @@ async fn dev_serves_until_interrupted() -> Result<()> {
     assert!(gone.is_err());
     Ok(())
 }
+
+#[tokio::test]
+async fn a_config_file_supplies_defaults_and_a_bad_one_is_a_clear_error() -> Result<()> {
+    let server = NatsServer::start_temp().await?;
+    let dir = tempfile::tempdir()?;
+    std::fs::write(
+        dir.path().join("choreo.toml"),
+        format!("nats = \"{}\"\npartitions = 16\n", server.url()),
+    )?;
+    let out = choreo()
+        .args(["stats", "--json"])
+        .current_dir(dir.path())
+        .output()
+        .await?;
+    assert!(
+        out.status.success(),
+        "./choreo.toml is read: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let elsewhere = tempfile::tempdir()?;
+    let cfg = dir.path().join("choreo.toml");
+    let out = choreo()
+        .args(["--config", cfg.to_str().context("utf-8")?, "stats"])
+        .current_dir(elsewhere.path())
+        .output()
+        .await?;
+    assert!(
+        out.status.success(),
+        "--config FILE: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    std::fs::write(elsewhere.path().join("choreo.toml"), "natz = 1\n")?;
+    let out = choreo()
+        .args(["stats"])
+        .current_dir(elsewhere.path())
+        .output()
+        .await?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.starts_with("error: choreo.toml is not a valid choreo config"),
+        "{err}"
+    );
+    Ok(())
+}
