@@ -27,6 +27,7 @@
 //! application (those plus `dev`, `demo`, `publish`, `tail`).
 
 mod approve;
+mod bench;
 mod config;
 mod demo;
 mod dev;
@@ -152,6 +153,8 @@ enum Command {
     Publish(publish::PublishArgs),
     /// Follow the log, one line per event.
     Tail(tail::TailArgs),
+    /// Benchmark the engine against the raw JetStream baseline (and a peer) in one run.
+    Bench(bench::BenchArgs),
     #[command(flatten)]
     Ops(OperatorCommand),
 }
@@ -239,6 +242,7 @@ impl Operator {
                 Command::Demo(a) => Ok(demo::run(a).await?),
                 Command::Publish(a) => Ok(publish::run(a).await?),
                 Command::Tail(a) => Ok(tail::run(a).await?),
+                Command::Bench(a) => Ok(bench::run(a).await?),
                 Command::Ops(op) => op.run(&sagas).await,
             }
         });
