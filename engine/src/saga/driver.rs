@@ -12,7 +12,7 @@ use async_nats::jetstream::Message;
 use choreo_schemas::{ActorName, EventRegistry, EventType, SagaId};
 use futures::future::BoxFuture;
 use futures::StreamExt;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info_span, warn, Instrument};
 
@@ -38,10 +38,9 @@ pub(crate) struct SagaSettings {
     pub(crate) batch: usize,
 }
 
-/// A due timer handed to its partition task; `done` is answered once it is committed.
+/// A due timer handed to its partition task.
 pub(crate) struct TimerJob {
     pub(crate) entry: TimerEntry,
-    pub(crate) done: oneshot::Sender<()>,
 }
 
 /// Everything a partition task needs from its node.
@@ -415,15 +414,13 @@ impl<S: Saga> Partition<S> {
         .await;
     }
 
-    /// Apply due timers (each in its own transaction), one flush, then report them done.
+    /// Apply due timers (each in its own transaction), then one flush.
     async fn fire_timers(&self, jobs: Vec<TimerJob>) {
         let mut committed = false;
-        let mut done = Vec::with_capacity(jobs.len());
         for job in jobs {
             let e = &job.entry;
             let Ok(instance) = SagaId::new(e.instance.as_str()) else {
                 warn!(instance = %e.instance, "timer of an invalid instance id ignored");
-                done.push(job.done);
                 continue;
             };
             let input = SagaInput::Timer {
@@ -434,7 +431,6 @@ impl<S: Saga> Partition<S> {
                 Ok(r) => r,
                 Err(err) => {
                     error!(error = %err, "cannot read the instance of a due timer; retried on the next scan");
-                    done.push(job.done);
                     continue;
                 }
             };
@@ -481,7 +477,6 @@ impl<S: Saga> Partition<S> {
                 }
             };
             let Some(transition) = transition else {
-                done.push(job.done);
                 continue;
             };
             fail::fail_point!("saga-timer-fire");
@@ -494,7 +489,6 @@ impl<S: Saga> Partition<S> {
                     error!(error = %err, "commit of a timer failed; retried on the next scan")
                 }
             }
-            done.push(job.done);
         }
         if committed {
             if let Err(e) = self.env.store.flush().await {
@@ -502,9 +496,6 @@ impl<S: Saga> Partition<S> {
             }
             self.env.outbox.notify_one();
             self.env.timers_changed.notify_one();
-        }
-        for d in done {
-            let _ = d.send(());
         }
     }
 }
