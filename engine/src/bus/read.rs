@@ -71,18 +71,8 @@ impl Bus {
         filter: &str,
         from_start: bool,
     ) -> Result<BoxStream<'static, Result<StoredEvent, BusError>>, BusError> {
-        let raw = self
-            .follow_raw(&self.config().events_stream(), filter, from_start)
-            .await?;
-        Ok(raw
-            .map(|m| {
-                m.map(|m| StoredEvent {
-                    sequence: m.sequence,
-                    event: wire::decode_event(m.headers.as_ref(), &m.payload),
-                    subject: m.subject,
-                })
-            })
-            .boxed())
+        self.follow_events_matching(vec![filter.to_owned()], from_start)
+            .await
     }
 
     /// Follow dead letters as they are stored (see [`Bus::follow_events`]).
