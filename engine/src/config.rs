@@ -105,6 +105,16 @@ impl BusConfig {
         format!("{}_EVENTS", self.namespace.to_ascii_uppercase())
     }
 
+    /// Name of the saga state changelog stream, e.g. `CHOREO_STATE`.
+    pub fn state_stream(&self) -> String {
+        format!("{}_STATE", self.namespace.to_ascii_uppercase())
+    }
+
+    /// Name of a KV bucket of the namespace, e.g. `CHOREO_MEMBERS`.
+    pub fn bucket(&self, what: &str) -> String {
+        format!("{}_{what}", self.namespace.to_ascii_uppercase())
+    }
+
     /// Name of the dead-letter stream, e.g. `CHOREO_DLQ`.
     pub fn dlq_stream(&self) -> String {
         format!("{}_DLQ", self.namespace.to_ascii_uppercase())

@@ -92,6 +92,9 @@ pub enum NodeError {
     /// The saga store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The saga state changelog failed.
+    #[error(transparent)]
+    Changelog(#[from] crate::changelog::ChangelogError),
     /// A runtime task ended abnormally.
     #[error("node task failed: {0}")]
     Task(String),

@@ -48,12 +48,16 @@
 //! ```
 
 mod bus;
+mod changelog;
+mod cluster;
 mod config;
 mod delivery;
 mod error;
 mod history;
 pub mod metrics;
+mod model;
 mod node;
+mod partition;
 mod reactor;
 mod retry;
 mod saga;
@@ -68,6 +72,10 @@ pub use bus::{
     StreamStats, DLQ_ACTOR, DLQ_ATTEMPTS, DLQ_DETAIL, DLQ_REASON, DLQ_STREAM_SEQ, DLQ_SUBJECT,
     DLQ_TIME, MIN_SERVER_VERSION, PARTITIONS_METADATA_KEY, REDRIVEN_FROM,
 };
+pub use changelog::{Changelog, ChangelogEntry, ChangelogError};
+pub use cluster::{
+    read_leases, Lease, Member, NodeId, DEFAULT_LEASE_TTL, LEASES_BUCKET, MEMBERS_BUCKET,
+};
 pub use config::{
     Auth, BusConfig, BusConfigBuilder, Replicas, Tls, DEFAULT_NATS_URL, ENV_NATS_URL,
     MIN_DUPLICATE_WINDOW,
@@ -75,8 +83,10 @@ pub use config::{
 pub use error::{BusError, ConfigError, NodeError, ServerError};
 pub use history::{CausalTree, History, HistoryEntry, NodeKind, TreeNode};
 pub use metrics::{ActorMetrics, Metrics, SagaGauges};
+pub use model::{PartitionHead, PendingEvent};
 pub use node::{
-    Node, NodeBuilder, RunningNode, DEFAULT_MAX_DELIVERIES, DEFAULT_MAX_DEPTH, DEFAULT_SAGA_BATCH,
+    Node, NodeBuilder, PartitionHealth, RunningNode, DEFAULT_MAX_DELIVERIES, DEFAULT_MAX_DEPTH,
+    DEFAULT_SAGA_BATCH,
 };
 pub use reactor::{EmitError, ReactContext, ReactError, Reactor};
 pub use retry::{RetryPolicy, RetryPolicyBuilder};

@@ -142,7 +142,14 @@ async fn three_outcomes(kind: Kind) -> Result<()> {
 
     let metrics = node.metrics().clone();
     node.shutdown().await?;
-    assert_eq!(store.outbox_len(), 0, "outbox drained");
+    // The changelog holds the same records the node materialised.
+    let logged = choreo::Changelog::new(&h.bus).list(None, None).await?;
+    assert_eq!(logged.len(), 3);
+    for r in &logged {
+        let mut local = store.get("trip", &r.instance)?.context("materialised")?;
+        local.outbox.clone_from(&r.outbox);
+        assert_eq!(&local, r, "sled reflects the changelog");
+    }
     let m = metrics.snapshot("trip");
     // 3 starts + 2 + 1 + 3 answers... every applied input is counted, and flushed in batches.
     assert!(m.handled >= 9, "{m:?}");
@@ -188,20 +195,31 @@ async fn redelivered_inputs_change_nothing() -> Result<()> {
         .get("trip", "dup-1")?
         .context("instance")?;
 
-    // Forget the consumers' progress: every input is delivered again from the start.
-    let stream = h.bus.jetstream().get_stream("CHOREO_EVENTS").await?;
-    for p in 0..h.partitions {
-        stream.delete_consumer(&format!("trip-p{p}")).await?;
+    // Forget the partitions' progress: every input is read again from the start of the log.
+    let heads = choreo::Changelog::new(&h.bus).heads().await?;
+    assert!(!heads.is_empty());
+    let mut applied = Vec::new();
+    for head in heads {
+        let mut rewound = head.value.clone();
+        applied.push((rewound.partition, rewound.applied_seq));
+        rewound.applied_seq = 0;
+        let subject = format!("choreo.state.{}.head", rewound.partition);
+        h.bus
+            .jetstream()
+            .publish(subject, rmp_serde::to_vec_named(&rewound)?.into())
+            .await?
+            .await?;
     }
     let node = start_node(&h, dir.path(), Kind::Saga).await?;
-    wait_until("the saga consumers have re-read the log", || {
-        let stream = stream.clone();
-        let partitions = h.partitions;
+    let changelog = choreo::Changelog::new(&h.bus);
+    wait_until("the partitions have re-read the log", || {
+        let changelog = changelog.clone();
+        let applied = applied.clone();
         async move {
-            for p in 0..partitions {
-                let info = stream.clone().consumer_info(format!("trip-p{p}")).await?;
-                if info.num_pending > 0 || info.num_ack_pending > 0 {
-                    return Ok(false);
+            for (p, seq) in applied {
+                match changelog.head(p).await? {
+                    Some(h) if h.value.applied_seq >= seq => {}
+                    _ => return Ok(false),
                 }
             }
             Ok(true)
@@ -268,16 +286,17 @@ async fn an_undecodable_state_faults_only_its_instance() -> Result<()> {
     node.shutdown().await?;
     drop(store);
 
-    // Corrupt one instance's state behind the node's back.
+    // Corrupt one instance's state in the changelog, behind the node's back.
     {
-        let db = sled::open(dir.path())?;
-        let tree = db.open_tree("instances")?;
-        let key = b"trip\0bad-1";
-        let bytes = tree.get(key)?.context("record")?;
-        let mut record: choreo::InstanceRecord = rmp_serde::from_slice(&bytes)?;
+        let log = choreo::Changelog::new(&h.bus);
+        let mut record = log.find("trip", "bad-1", None).await?.context("record")?;
         record.state = vec![0xc1, 0x00];
-        tree.insert(key, rmp_serde::to_vec_named(&record)?)?;
-        db.flush()?;
+        let subject = format!("choreo.state.{}.trip.bad-1", record.partition);
+        h.bus
+            .jetstream()
+            .publish(subject, rmp_serde::to_vec_named(&record)?.into())
+            .await?
+            .await?;
     }
 
     let node = long(&h)?.start().await?;

@@ -49,6 +49,27 @@ pub(crate) fn dlq_stream_config(cfg: &BusConfig) -> stream::Config {
     }
 }
 
+/// The saga state changelog: the latest value of every instance and partition head.
+pub(crate) fn state_stream_config(cfg: &BusConfig) -> stream::Config {
+    stream::Config {
+        name: cfg.state_stream(),
+        description: Some(
+            "choreo saga state changelog (latest record per instance, head per partition)"
+                .to_owned(),
+        ),
+        subjects: vec![format!("{}.state.>", cfg.namespace)],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        max_messages_per_subject: 1,
+        num_replicas: cfg.replicas.count(),
+        duplicate_window: cfg.duplicate_window,
+        allow_direct: true,
+        // Every commit of a partition is one atomic batch, fenced by its head.
+        allow_atomic_publish: true,
+        ..Default::default()
+    }
+}
+
 /// Check the partition count recorded on an existing events stream.
 pub(crate) fn check_partitions(
     stream_name: &str,
@@ -79,7 +100,11 @@ pub(crate) fn check_partitions(
 
 /// Create the streams if missing; verify them if present. Safe to call from every node start.
 pub(crate) async fn provision(js: &jetstream::Context, cfg: &BusConfig) -> Result<(), BusError> {
-    for wanted in [events_stream_config(cfg), dlq_stream_config(cfg)] {
+    for wanted in [
+        events_stream_config(cfg),
+        dlq_stream_config(cfg),
+        state_stream_config(cfg),
+    ] {
         let name = wanted.name.clone();
         let mut stream = js
             .get_or_create_stream(wanted.clone())

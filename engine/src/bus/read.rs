@@ -177,6 +177,18 @@ impl Bus {
         stream: &str,
         filters: Vec<String>,
     ) -> Result<Vec<RawStored>, BusError> {
+        self.read_raw_with(stream, filters, DeliverPolicy::All)
+            .await
+    }
+
+    /// Snapshot read with a delivery policy (`LastPerSubject` reads a changelog's latest
+    /// values).
+    pub(crate) async fn read_raw_with(
+        &self,
+        stream: &str,
+        filters: Vec<String>,
+        deliver_policy: DeliverPolicy,
+    ) -> Result<Vec<RawStored>, BusError> {
         let what = || format!("read {stream} {filters:?}");
         let stream = self
             .jetstream()
@@ -186,7 +198,7 @@ impl Bus {
         let mut consumer = stream
             .create_consumer(OrderedConfig {
                 filter_subjects: filters.clone(),
-                deliver_policy: DeliverPolicy::All,
+                deliver_policy,
                 ..Default::default()
             })
             .await

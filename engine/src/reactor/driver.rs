@@ -19,9 +19,10 @@ use tokio::task::JoinSet;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use super::context::ReactContext;
-use super::decide::{self, Attempt, Delivery, Limits, Next};
+use super::decide::{self, Attempt, Next};
 use super::Reactor;
 use crate::bus::{Bus, DlqReason};
+use crate::delivery::{admit, Delivery, Limits};
 use crate::delivery::{
     dead_letter, delivery_info, nak_later, open_pull, panic_message, with_progress, PullConsumer,
 };
@@ -223,7 +224,7 @@ impl<R: Reactor> Driver<R> {
             subject: bus.subjects().parse_event(&subject),
             delivered,
         };
-        let event = match decide::admit(delivery, limits, &self.consumes, &self.env.registry) {
+        let event = match admit(delivery, limits, &self.consumes, &self.env.registry) {
             Ok(e) => e,
             Err(reason) => {
                 self.dead_letter(&msg, reason, 0).await;

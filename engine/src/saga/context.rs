@@ -7,7 +7,7 @@ use std::time::Duration;
 use choreo_schemas::{encode_data, EventType, Payload};
 use time::OffsetDateTime;
 
-use super::record::Compensation;
+use crate::model::Compensation;
 use crate::reactor::EmitError;
 
 /// How the instance ends, if this input ends it.

@@ -9,8 +9,9 @@ use time::OffsetDateTime;
 use super::context::{Outcome, SagaContext};
 use super::lifecycle;
 use super::outputs::Outputs;
-use super::record::{InstanceRecord, SagaStatus};
 use super::{Saga, SagaError};
+use crate::model::{InstanceRecord, SagaStatus};
+pub(crate) use crate::model::{TimerChange, Transition};
 
 /// One input of an instance.
 #[derive(Clone, Copy, Debug)]
@@ -32,20 +33,6 @@ pub(crate) enum Skip {
     Terminal,
     /// The timer was cancelled or rescheduled since it was read.
     StaleTimer,
-}
-
-/// A timer by (name, due Unix ms).
-pub(crate) type TimerChange = (String, i64);
-
-/// What the store must commit for one input, atomically.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Transition {
-    pub(crate) record: InstanceRecord,
-    pub(crate) outbox: Vec<Event>,
-    /// Timers to delete.
-    pub(crate) timers_removed: Vec<TimerChange>,
-    /// Timers to insert.
-    pub(crate) timers_added: Vec<TimerChange>,
 }
 
 /// The decision for one input.
@@ -180,7 +167,7 @@ pub(crate) fn decide<S: Saga>(
         }
     };
 
-    let mut out = Outputs::new(&meta.name, instance, &record, input);
+    let mut out = Outputs::new(&meta.name, instance, &record, input, now);
     let before_timers = record.timers.clone();
     if started {
         out.lifecycle(lifecycle::SAGA_STARTED, None, None);
@@ -262,14 +249,15 @@ pub(crate) fn fault<S: Saga>(
         (None, SagaInput::Event { event, .. }) => new_record(saga, meta, instance, event),
         (None, SagaInput::Timer { .. }) => return Decision::Skip(Skip::StaleTimer),
     };
-    let mut out = Outputs::new(&meta.name, instance, &record, input);
+    let now = input_time(input);
+    let mut out = Outputs::new(&meta.name, instance, &record, input, now);
     out.lifecycle(lifecycle::SAGA_FAULTED, Some(&reason), None);
     let before = record.timers.clone();
     record.status = SagaStatus::Faulted;
     record.reason = Some(reason.clone());
     record.timers.clear();
     record.waits.clear();
-    advance(&mut record, input, input_time(input));
+    advance(&mut record, input, now);
     let (timers_removed, timers_added) = timer_diff(&before, &record.timers);
     Decision::Fault {
         transition: Transition {
@@ -316,6 +304,9 @@ fn new_record<S: Saga>(
         last_trace: event.traceparent.map(|t| t.to_string()),
         created_ms: ms(event.time),
         updated_ms: ms(event.time),
+        partition: 0,
+        commit: 0,
+        outbox: Vec::new(),
     }
 }
 

@@ -3,15 +3,11 @@
 
 mod context;
 pub(crate) mod decide;
-pub(crate) mod driver;
+pub(crate) mod host;
 mod lifecycle;
-pub(crate) mod outbox;
 mod outputs;
-mod record;
 mod replay;
 mod slip;
-pub(crate) mod timers;
-mod watch;
 
 use choreo_schemas::{CodecError, Event, EventType, SagaId};
 use serde::de::DeserializeOwned;
@@ -21,12 +17,12 @@ use thiserror::Error;
 use crate::reactor::EmitError;
 use crate::retry::RetryPolicy;
 
+pub use crate::model::{Compensation, InstanceRecord, SagaStatus};
 pub use context::SagaContext;
 pub use lifecycle::{
     Lifecycle, LIFECYCLE_TYPES, SAGA_COMPENSATED, SAGA_COMPENSATING, SAGA_COMPLETED, SAGA_FAILED,
     SAGA_FAULTED, SAGA_STARTED, SAGA_TIMED_OUT,
 };
-pub use record::{Compensation, InstanceRecord, SagaStatus};
 pub use replay::{assert_replays, replay, Divergence, ReplayError, ReplayReport, Replayable};
 pub use slip::{RoutingSlip, RoutingSlipBuilder, SlipState, SlipStep};
 

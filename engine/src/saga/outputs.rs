@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 
 use super::decide::{timer_input_id, SagaInput};
 use super::lifecycle::{self, Lifecycle};
-use super::record::InstanceRecord;
+use crate::model::InstanceRecord;
 
 /// Builds the stamped output events of one input.
 pub(crate) struct Outputs {
@@ -18,6 +18,8 @@ pub(crate) struct Outputs {
     trace: TraceParent,
     saga: String,
     instance: String,
+    /// The input's time: every output is stamped with it (no clock in the core).
+    now: OffsetDateTime,
     pub(crate) events: Vec<Event>,
 }
 
@@ -27,6 +29,7 @@ impl Outputs {
         instance: &SagaId,
         record: &InstanceRecord,
         input: SagaInput<'_>,
+        now: OffsetDateTime,
     ) -> Self {
         let (input_id, causation, depth, trace) = match input {
             SagaInput::Event { event, .. } => (
@@ -60,6 +63,7 @@ impl Outputs {
             trace,
             saga: saga.to_owned(),
             instance: instance.to_string(),
+            now,
             events: Vec::new(),
         }
     }
@@ -78,7 +82,7 @@ impl Outputs {
             id,
             source: self.source.clone(),
             ty,
-            time: OffsetDateTime::now_utc(),
+            time: self.now,
             subject: Some(self.instance.clone()),
             correlation: self.correlation.clone(),
             causation,

@@ -17,10 +17,10 @@ use thiserror::Error;
 use super::decide::{decide, timer_input_id, Decision, SagaInput, SagaMeta};
 use super::lifecycle::{Lifecycle, SAGA_TIMED_OUT};
 use super::outputs::{output_id, output_prefix};
-use super::record::InstanceRecord;
 use super::Saga;
 use crate::bus::Bus;
 use crate::error::BusError;
+use crate::model::InstanceRecord;
 use crate::store::{Store, StoreError};
 
 /// Replay could not run.

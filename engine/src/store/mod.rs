@@ -1,44 +1,43 @@
-//! The saga store: the only module that touches sled. Narrow on purpose, so another embedded
-//! store could replace it.
+//! The node's saga store: the only module that touches sled. It is the node's local
+//! materialisation of the partitions it owns (fast reads, the timer index); the durable truth
+//! is the changelog (`CHOREO_STATE`), so nothing here needs an fsync before an input is
+//! acknowledged, and a partition is rebuilt from the changelog whenever a node takes it over.
 //!
-//! Trees (all values msgpack):
-//! - `instances`: `<saga>\0<instance>` → [`InstanceRecord`]
-//! - `outbox`: `<u64 BE id>` → an event (CloudEvents headers + data), in commit order
-//! - `timers`: `<due ms u64 BE><saga>\0<instance>\0<name>` → [`TimerEntry`]
+//! Trees (values msgpack):
+//! - `instances`: `<partition u16 BE><saga>\0<instance>` → [`InstanceRecord`]
+//! - `index`: `<saga>\0<instance>` → partition (u16 BE), for lookups by name
+//! - `timers`: `<due ms u64 BE><partition u16 BE><saga>\0<instance>\0<name>` → [`TimerEntry`]
+//! - `meta`: `head/<partition u16 BE>` → the changelog head sequence the partition reflects
 //!
-//! One input's record, outbox entries and timer changes commit in one transaction; a batch of
-//! transactions is made durable by one [`Store::flush`] (group commit).
-//!
-//! Every sled call is serialised by one gate (a mutex), and `flush` runs on a blocking thread
-//! holding it. sled 0.34 takes a global write lock for transactions and batches; a writer queued
-//! while a flush holds the read side waiting for the log flusher (which also needs the read
-//! side) deadlocks every thread that touches sled, tokio workers included. With the gate no
-//! writer is ever queued behind a flush. Found by running the travel example in parallel; the
-//! stacks are in the notes of issue 5.
+//! Only plain inserts and removes are used (no transactions, no batches): sled 0.34 takes a
+//! global write lock for those, and a writer queued behind a flush that waits for sled's log
+//! flusher deadlocked every thread that touched sled (found by running the travel example in
+//! parallel; the stacks are in the notes of issue 5). Every call still goes through one gate,
+//! and `flush` runs on a blocking thread holding it.
 
 use std::path::{Path, PathBuf};
 
-use choreo_schemas::{headers, Event};
-use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
+use serde::Serialize;
 use thiserror::Error;
 
-use crate::saga::decide::Transition;
-use crate::saga::{InstanceRecord, SagaStatus};
+pub use crate::model::TimerEntry;
+use crate::model::{InstanceRecord, SagaStatus};
 
 /// A store operation failed.
 #[derive(Debug, Error)]
 pub enum StoreError {
     /// Another process (a running node) holds the directory's lock.
-    #[error("the store at {dir} is locked by another process (a running node?); stop it first, or read through that node")]
+    #[error("the store at {dir} is locked by another process (a running node?); read the changelog instead (choreo sagas)")]
     Locked {
         /// The data directory.
         dir: PathBuf,
     },
     /// sled failed (I/O, corruption).
     #[error("store error: {0}")]
-    Sled(String),
+    Sled(#[source] sled::Error),
+    /// A value does not encode.
+    #[error("store value does not encode: {0}")]
+    Encode(String),
     /// A stored value does not decode.
     #[error("store value {key} does not decode: {reason}")]
     Corrupt {
@@ -51,45 +50,19 @@ pub enum StoreError {
 
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
-        Self::Sled(e.to_string())
+        Self::Sled(e)
     }
-}
-
-/// A pending timer as stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TimerEntry {
-    /// Saga name.
-    pub saga: String,
-    /// Instance id.
-    pub instance: String,
-    /// Correlation of the instance (decides its partition).
-    pub correlation: String,
-    /// Timer name.
-    pub name: String,
-    /// Due (Unix ms).
-    pub due_ms: i64,
-}
-
-#[derive(Serialize, Deserialize)]
-struct StoredEvent {
-    headers: Vec<(String, String)>,
-    #[serde(with = "serde_bytes")]
-    data: Vec<u8>,
 }
 
 /// The node's embedded store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     gate: std::sync::Arc<std::sync::Mutex<()>>,
-    /// Transitions committed so far, and how many of them a finished flush made durable:
-    /// concurrent `flush` calls share one fsync (group commit across partitions).
-    committed: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    durable: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    flusher: std::sync::Arc<tokio::sync::Mutex<()>>,
     db: sled::Db,
     instances: sled::Tree,
-    outbox: sled::Tree,
+    index: sled::Tree,
     timers: sled::Tree,
+    meta: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -101,7 +74,7 @@ impl std::fmt::Debug for Store {
 /// sled's page cache: its 1 GiB default made every pending timer cost kilobytes of RSS.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
-fn instance_key(saga: &str, instance: &str) -> Vec<u8> {
+fn name_key(saga: &str, instance: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(saga.len() + instance.len() + 1);
     k.extend_from_slice(saga.as_bytes());
     k.push(0);
@@ -109,17 +82,29 @@ fn instance_key(saga: &str, instance: &str) -> Vec<u8> {
     k
 }
 
-fn timer_key(saga: &str, instance: &str, name: &str, due_ms: i64) -> Vec<u8> {
+fn instance_key(partition: u16, saga: &str, instance: &str) -> Vec<u8> {
+    let mut k = partition.to_be_bytes().to_vec();
+    k.extend_from_slice(&name_key(saga, instance));
+    k
+}
+
+fn timer_key(partition: u16, saga: &str, instance: &str, name: &str, due_ms: i64) -> Vec<u8> {
     let due = u64::try_from(due_ms.max(0)).unwrap_or(0);
     let mut k = due.to_be_bytes().to_vec();
-    k.extend_from_slice(&instance_key(saga, instance));
+    k.extend_from_slice(&instance_key(partition, saga, instance));
     k.push(0);
     k.extend_from_slice(name.as_bytes());
     k
 }
 
+fn head_key(partition: u16) -> Vec<u8> {
+    let mut k = b"head/".to_vec();
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
-    rmp_serde::to_vec_named(v).map_err(|e| StoreError::Sled(format!("encode: {e}")))
+    rmp_serde::to_vec_named(v).map_err(|e| StoreError::Encode(e.to_string()))
 }
 
 fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
@@ -157,191 +142,203 @@ impl Store {
                     dir: dir.to_path_buf(),
                 }
             } else {
-                StoreError::Sled(format!("open {}: {text}", dir.display()))
+                StoreError::Sled(e)
             }
         })?;
         Ok(Self {
             gate: std::sync::Arc::new(std::sync::Mutex::new(())),
-            committed: std::sync::Arc::default(),
-            durable: std::sync::Arc::default(),
-            flusher: std::sync::Arc::new(tokio::sync::Mutex::new(())),
             instances: db.open_tree("instances")?,
-            outbox: db.open_tree("outbox")?,
+            index: db.open_tree("index")?,
             timers: db.open_tree("timers")?,
+            meta: db.open_tree("meta")?,
             db,
         })
     }
 
-    /// One instance's record.
+    /// One instance's record, wherever its partition.
     pub fn get(&self, saga: &str, instance: &str) -> Result<Option<InstanceRecord>, StoreError> {
         let _gate = self.guard();
-        let key = instance_key(saga, instance);
+        let nk = name_key(saga, instance);
+        let Some(p) = self.index.get(&nk)? else {
+            return Ok(None);
+        };
+        let p: [u8; 2] = p.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+            key: String::from_utf8_lossy(&nk).replace('\0', "/"),
+            reason: "partition index is not two bytes".into(),
+        })?;
+        self.get_ungated(u16::from_be_bytes(p), saga, instance)
+    }
+
+    /// One instance's record in a partition.
+    pub(crate) fn get_in(
+        &self,
+        partition: u16,
+        saga: &str,
+        instance: &str,
+    ) -> Result<Option<InstanceRecord>, StoreError> {
+        let _gate = self.guard();
+        self.get_ungated(partition, saga, instance)
+    }
+
+    fn get_ungated(
+        &self,
+        partition: u16,
+        saga: &str,
+        instance: &str,
+    ) -> Result<Option<InstanceRecord>, StoreError> {
+        let key = instance_key(partition, saga, instance);
         self.instances
             .get(&key)?
             .map(|v| decode(&key, &v))
             .transpose()
     }
 
-    /// Every instance, optionally of one saga and/or one status, in key order.
+    /// Every instance, optionally of one saga and/or one status, by partition then key.
     pub fn list(
         &self,
         saga: Option<&str>,
         status: Option<SagaStatus>,
     ) -> Result<Vec<InstanceRecord>, StoreError> {
         let _gate = self.guard();
-        self.list_ungated(saga, status)
-    }
-
-    fn list_ungated(
-        &self,
-        saga: Option<&str>,
-        status: Option<SagaStatus>,
-    ) -> Result<Vec<InstanceRecord>, StoreError> {
-        let prefix = saga.map(|s| instance_key(s, "")).unwrap_or_default();
         let mut out = Vec::new();
-        for item in self.instances.scan_prefix(prefix) {
+        for item in self.instances.iter() {
             let (k, v) = item?;
             let r: InstanceRecord = decode(&k, &v)?;
-            if status.is_none_or(|s| s == r.status) {
+            if saga.is_none_or(|s| s == r.saga) && status.is_none_or(|s| s == r.status) {
                 out.push(r);
             }
         }
         Ok(out)
     }
 
-    /// Commit one input's transition atomically (not yet flushed).
-    pub(crate) fn commit(&self, t: &Transition) -> Result<(), StoreError> {
-        let _gate = self.guard();
-        let r = &t.record;
-        let key = instance_key(&r.saga, &r.instance);
-        let value = encode(r)?;
-        let mut outbox = Vec::with_capacity(t.outbox.len());
-        for e in &t.outbox {
-            let stored = StoredEvent {
-                headers: headers::to_headers(e)
-                    .into_iter()
-                    .map(|(k, v)| (k.to_owned(), v))
-                    .collect(),
-                data: e.data.clone(),
-            };
-            outbox.push((self.db.generate_id()?.to_be_bytes(), encode(&stored)?));
-        }
-        let mut timers_del = Vec::new();
-        for (name, due) in &t.timers_removed {
-            timers_del.push(timer_key(&r.saga, &r.instance, name, *due));
-        }
-        let mut timers_put = Vec::new();
-        for (name, due) in &t.timers_added {
-            let entry = TimerEntry {
-                saga: r.saga.clone(),
-                instance: r.instance.clone(),
-                correlation: r.correlation.clone(),
-                name: name.clone(),
-                due_ms: *due,
-            };
-            timers_put.push((timer_key(&r.saga, &r.instance, name, *due), encode(&entry)?));
-        }
-        (&self.instances, &self.outbox, &self.timers)
-            .transaction(|(inst, ob, tm)| {
-                inst.insert(key.as_slice(), value.as_slice())?;
-                for (k, v) in &outbox {
-                    ob.insert(&k[..], v.as_slice())?;
-                }
-                for k in &timers_del {
-                    tm.remove(k.as_slice())?;
-                }
-                for (k, v) in &timers_put {
-                    tm.insert(k.as_slice(), v.as_slice())?;
-                }
-                Ok::<(), ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e: TransactionError<()>| StoreError::Sled(format!("{e:?}")))?;
-        self.committed
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Ok(())
-    }
-
-    /// Make every committed transaction durable (one fsync for the batch).
-    pub(crate) async fn flush(&self) -> Result<usize, StoreError> {
-        use std::sync::atomic::Ordering::SeqCst;
-        // Every commit of the caller happened before this load.
-        let wanted = self.committed.load(SeqCst);
-        let _one_at_a_time = self.flusher.lock().await;
-        if self.durable.load(SeqCst) >= wanted {
-            return Ok(0); // a flush that started after our commits already covered them
-        }
-        let upto = self.committed.load(SeqCst);
-        let store = self.clone();
-        let flushed = tokio::task::spawn_blocking(move || {
-            let _gate = store.guard();
-            store.db.flush()
-        })
-        .await
-        .map_err(|e| StoreError::Sled(format!("flush task: {e}")))?
-        .map_err(StoreError::from)?;
-        self.durable.fetch_max(upto, SeqCst);
-        Ok(flushed)
-    }
-
-    /// The oldest outbox entries, in commit order.
-    pub(crate) fn outbox_batch(&self, max: usize) -> Result<Vec<(sled::IVec, Event)>, StoreError> {
+    /// Every instance of one partition.
+    pub fn list_partition(&self, partition: u16) -> Result<Vec<InstanceRecord>, StoreError> {
         let _gate = self.guard();
         let mut out = Vec::new();
-        for item in self.outbox.iter().take(max) {
+        for item in self.instances.scan_prefix(partition.to_be_bytes()) {
             let (k, v) = item?;
-            let stored: StoredEvent = decode(&k, &v)?;
-            let event = headers::from_headers(
-                stored.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-                &stored.data,
-            )
-            .map_err(|e| StoreError::Corrupt {
-                key: format!("outbox/{k:?}"),
-                reason: e.to_string(),
-            })?;
-            out.push((k, event));
+            out.push(decode(&k, &v)?);
         }
         Ok(out)
     }
 
-    /// Remove published outbox entries. Not flushed: after a crash they are published again and
-    /// deduplicated by id.
-    pub(crate) fn outbox_remove(&self, keys: &[sled::IVec]) -> Result<(), StoreError> {
+    /// Materialise committed records of `partition` (their timers follow them), and remember
+    /// the changelog head sequence they reflect. Not flushed: the changelog is the durable copy.
+    pub(crate) fn apply(
+        &self,
+        partition: u16,
+        records: &[InstanceRecord],
+        head_seq: u64,
+    ) -> Result<(), StoreError> {
         let _gate = self.guard();
-        let mut batch = sled::Batch::default();
-        for k in keys {
-            batch.remove(k);
+        for r in records {
+            let key = instance_key(partition, &r.saga, &r.instance);
+            if let Some(old) = self.instances.get(&key)? {
+                let old: InstanceRecord = decode(&key, &old)?;
+                for (name, due) in &old.timers {
+                    if r.timers.get(name) != Some(due) {
+                        self.timers.remove(timer_key(
+                            partition,
+                            &r.saga,
+                            &r.instance,
+                            name,
+                            *due,
+                        ))?;
+                    }
+                }
+            }
+            for (name, due) in &r.timers {
+                let entry = TimerEntry {
+                    saga: r.saga.clone(),
+                    instance: r.instance.clone(),
+                    correlation: r.correlation.clone(),
+                    partition,
+                    name: name.clone(),
+                    due_ms: *due,
+                };
+                self.timers.insert(
+                    timer_key(partition, &r.saga, &r.instance, name, *due),
+                    encode(&entry)?,
+                )?;
+            }
+            self.instances.insert(key, encode(r)?)?;
+            self.index
+                .insert(name_key(&r.saga, &r.instance), &partition.to_be_bytes())?;
         }
-        Ok(self.outbox.apply_batch(batch)?)
-    }
-
-    /// Drop a timer whose instance no longer wants it (stale, or the instance ended).
-    pub(crate) fn remove_timer(&self, t: &TimerEntry) -> Result<(), StoreError> {
-        let _gate = self.guard();
-        self.timers
-            .remove(timer_key(&t.saga, &t.instance, &t.name, t.due_ms))?;
+        self.meta
+            .insert(head_key(partition), &head_seq.to_be_bytes())?;
         Ok(())
     }
 
-    /// Gauges: instances by (saga, status), pending timers, outbox depth. Scans the instances.
-    pub fn gauges(&self) -> Result<crate::metrics::SagaGauges, StoreError> {
+    /// Forget a partition: its instances, their timers and its head (a node that no longer owns
+    /// it, or is about to rebuild it from the changelog). Returns how many instances it held.
+    pub(crate) fn drop_partition(&self, partition: u16) -> Result<usize, StoreError> {
         let _gate = self.guard();
+        let mut n = 0;
+        for item in self.instances.scan_prefix(partition.to_be_bytes()) {
+            let (k, v) = item?;
+            let r: InstanceRecord = decode(&k, &v)?;
+            for (name, due) in &r.timers {
+                self.timers
+                    .remove(timer_key(partition, &r.saga, &r.instance, name, *due))?;
+            }
+            self.index.remove(name_key(&r.saga, &r.instance))?;
+            self.instances.remove(k)?;
+            n += 1;
+        }
+        self.meta.remove(head_key(partition))?;
+        Ok(n)
+    }
+
+    /// Drop one timer from the index (its instance no longer holds it).
+    pub(crate) fn remove_timer(
+        &self,
+        partition: u16,
+        saga: &str,
+        instance: &str,
+        name: &str,
+        due_ms: i64,
+    ) -> Result<(), StoreError> {
+        let _gate = self.guard();
+        self.timers
+            .remove(timer_key(partition, saga, instance, name, due_ms))?;
+        Ok(())
+    }
+
+    /// The changelog head sequence a partition's materialisation reflects.
+    pub fn head_seq(&self, partition: u16) -> Result<Option<u64>, StoreError> {
+        let _gate = self.guard();
+        Ok(self.meta.get(head_key(partition))?.and_then(|v| {
+            let b: [u8; 8] = v.as_ref().try_into().ok()?;
+            Some(u64::from_be_bytes(b))
+        }))
+    }
+
+    /// Write everything to disk (one fsync). Used at shutdown; the hot path never needs it.
+    pub(crate) async fn flush(&self) -> Result<usize, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _gate = store.guard();
+            store.db.flush()
+        })
+        .await
+        .map_err(|e| StoreError::Encode(format!("flush task: {e}")))?
+        .map_err(StoreError::from)
+    }
+
+    /// Gauges: instances by (saga, status), pending timers. Scans the instances.
+    pub fn gauges(&self) -> Result<crate::metrics::SagaGauges, StoreError> {
         let mut g = crate::metrics::SagaGauges {
-            timers_pending: self.timers.len() as u64,
-            outbox_depth: self.outbox.len() as u64,
+            timers_pending: self.timers_len() as u64,
+            outbox_depth: 0,
             ..Default::default()
         };
-        for r in self.list_ungated(None, None)? {
+        for r in self.list(None, None)? {
             *g.instances
                 .entry((r.saga, r.status.to_string()))
                 .or_default() += 1;
         }
         Ok(g)
-    }
-
-    /// Entries waiting in the outbox.
-    pub fn outbox_len(&self) -> usize {
-        let _gate = self.guard();
-        self.outbox.len()
     }
 
     /// Pending timers.
@@ -359,7 +356,11 @@ impl Store {
         let _gate = self.guard();
         let now = u64::try_from(now_ms.max(0)).unwrap_or(0);
         let mut out = Vec::new();
-        for item in self.timers.range(..(now + 1).to_be_bytes()).take(max) {
+        for item in self
+            .timers
+            .range(..now.saturating_add(1).to_be_bytes())
+            .take(max)
+        {
             let (k, v) = item?;
             out.push(decode(&k, &v)?);
         }
@@ -379,69 +380,64 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn timer_keys_sort_by_due_time() {
-        let a = timer_key("s", "i", "t", 5);
-        let b = timer_key("s", "i", "t", 300);
-        let c = timer_key("a", "z", "t", 70_000);
+        let a = timer_key(3, "s", "i", "t", 5);
+        let b = timer_key(0, "s", "i", "t", 300);
+        let c = timer_key(1, "a", "z", "t", 70_000);
         assert!(a < b && b < c);
     }
 
-    /// Stress check for the gate: concurrent commits, flushes, outbox removals and timer scans,
-    /// with sled's own log flusher running every millisecond, must all finish. The deadlock it
-    /// guards against (see the module docs) is timing-dependent: this test did not reproduce it
-    /// deterministically without the gate; parallel runs of the travel example did (3 hangs in
-    /// 12 runs before, none in 47 after).
+    fn record(p: u16, i: u32, timers: BTreeMap<String, i64>) -> InstanceRecord {
+        InstanceRecord {
+            saga: "s".into(),
+            instance: format!("c{p}-{i}"),
+            correlation: format!("c{p}-{i}"),
+            status: SagaStatus::Running,
+            state_version: 1,
+            state: vec![1, 2, 3],
+            compensations: Vec::new(),
+            timers,
+            waits: Vec::new(),
+            watermark: u64::from(i),
+            applied: 1,
+            reason: None,
+            last_event: String::new(),
+            last_depth: 0,
+            last_trace: None,
+            created_ms: 0,
+            updated_ms: 0,
+            partition: p,
+            commit: 1,
+            outbox: Vec::new(),
+        }
+    }
+
+    /// Concurrent applies, drops and timer scans from several tasks, with sled's own log
+    /// flusher running every millisecond (the third party of the old deadlock), all finish.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_commits_flushes_and_removals_finish(
-    ) -> Result<(), Box<dyn std::error::Error>> {
-        use crate::saga::decide::Transition;
-        use choreo_schemas::{CorrelationId, EventType};
+    async fn concurrent_applies_drops_and_scans_finish() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        // sled's own log flusher every millisecond: the third party of the old deadlock.
         let config = sled::Config::new().path(dir.path()).flush_every_ms(Some(1));
         let store = Store::open_with(config, dir.path())?;
         let mut tasks = Vec::new();
-        for t in 0..6 {
+        for p in 0..6u16 {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
-                for i in 0..150 {
-                    let c = CorrelationId::new(format!("c{t}-{i}")).map_err(|e| e.to_string())?;
-                    let ty = EventType::new("stress.v1").map_err(|e| e.to_string())?;
-                    let record = InstanceRecord {
-                        saga: "s".into(),
-                        instance: c.to_string(),
-                        correlation: c.to_string(),
-                        status: SagaStatus::Running,
-                        state_version: 1,
-                        state: vec![1, 2, 3],
-                        compensations: Vec::new(),
-                        timers: [("t".to_owned(), 1_000 + i64::from(i))].into(),
-                        waits: Vec::new(),
-                        watermark: u64::from(i as u32),
-                        applied: 1,
-                        reason: None,
-                        last_event: String::new(),
-                        last_depth: 0,
-                        last_trace: None,
-                        created_ms: 0,
-                        updated_ms: 0,
-                    };
-                    let t = Transition {
-                        outbox: vec![Event::root_raw("/s", c, ty, vec![0x90])],
-                        timers_added: vec![("t".into(), 1_000 + i64::from(i))],
-                        timers_removed: Vec::new(),
-                        record,
-                    };
-                    store.commit(&t).map_err(|e| e.to_string())?;
-                    if i % 3 == 0 {
+                for i in 0..150u32 {
+                    let r = record(p, i, [("t".to_owned(), 1_000 + i64::from(i))].into());
+                    store
+                        .apply(p, &[r], u64::from(i))
+                        .map_err(|e| e.to_string())?;
+                    if i % 50 == 0 {
                         store.flush().await.map_err(|e| e.to_string())?;
                     }
-                    let batch = store.outbox_batch(16).map_err(|e| e.to_string())?;
-                    let keys: Vec<_> = batch.into_iter().map(|(k, _)| k).collect();
-                    store.outbox_remove(&keys).map_err(|e| e.to_string())?;
                     store.due_timers(i64::MAX, 8).map_err(|e| e.to_string())?;
+                }
+                if p % 2 == 1 {
+                    store.drop_partition(p).map_err(|e| e.to_string())?;
                 }
                 Ok::<(), String>(())
             }));
@@ -453,7 +449,40 @@ mod tests {
         for r in results {
             r??;
         }
-        assert_eq!(store.list(Some("s"), None)?.len(), 900);
+        assert_eq!(store.list(Some("s"), None)?.len(), 450);
+        assert_eq!(store.timers_len(), 450);
+        assert_eq!(store.head_seq(0)?, Some(149));
+        assert_eq!(store.head_seq(1)?, None);
+        Ok(())
+    }
+
+    #[test]
+    fn a_record_moves_its_timers_and_a_drop_takes_everything(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        store.apply(
+            2,
+            &[record(
+                2,
+                1,
+                [("a".to_owned(), 10), ("b".to_owned(), 20)].into(),
+            )],
+            5,
+        )?;
+        assert_eq!(store.timers_len(), 2);
+        store.apply(2, &[record(2, 1, [("b".to_owned(), 30)].into())], 6)?;
+        let due = store.due_timers(i64::MAX, 10)?;
+        assert_eq!(due.len(), 1);
+        assert_eq!(
+            (due[0].name.as_str(), due[0].due_ms, due[0].partition),
+            ("b", 30, 2)
+        );
+        assert_eq!(store.next_timer_due()?, Some(30));
+        assert!(store.get("s", "c2-1")?.is_some());
+        assert_eq!(store.drop_partition(2)?, 1);
+        assert!(store.get("s", "c2-1")?.is_none());
+        assert_eq!(store.timers_len(), 0);
         Ok(())
     }
 

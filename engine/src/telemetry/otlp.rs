@@ -197,14 +197,9 @@ pub fn register_node_metrics(node_metrics: &Metrics, store: Option<Store>) {
                 }
             })
             .build();
-        let s = store.clone();
         let _ = meter
             .u64_observable_gauge(metrics::SAGA_TIMERS_PENDING)
-            .with_callback(move |obs| obs.observe(s.timers_len() as u64, &[]))
-            .build();
-        let _ = meter
-            .u64_observable_gauge(metrics::SAGA_OUTBOX_DEPTH)
-            .with_callback(move |obs| obs.observe(store.outbox_len() as u64, &[]))
+            .with_callback(move |obs| obs.observe(store.timers_len() as u64, &[]))
             .build();
     }
 }

@@ -177,6 +177,14 @@ pub async fn run(
             progress(&r.correlation, classify(r), done, total)
         })
         .await?;
+    // A compensated release has emitted its rollback; stop only once the deployer confirmed
+    // each one (the saga does not track compensation confirmations yet: issue 10).
+    let rolled_back: std::collections::BTreeSet<String> = records
+        .iter()
+        .filter(|r| r.status == SagaStatus::Compensated)
+        .map(|r| r.correlation.clone())
+        .collect();
+    wait_for_rollbacks(&node, rolled_back, opts.deadline).await?;
     node.shutdown().await?;
     let releases: Vec<(String, Outcome)> = records
         .iter()
@@ -187,4 +195,34 @@ pub async fn run(
         *counts.entry(*o).or_default() += 1;
     }
     Ok(Summary { releases, counts })
+}
+
+/// Await `rollback.completed.v1` for each of `pending` (correlations), or fail after `deadline`.
+async fn wait_for_rollbacks(
+    node: &RunningNode,
+    mut pending: std::collections::BTreeSet<String>,
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    use futures::StreamExt as _;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let bus = node.bus();
+    let filter = bus
+        .subjects()
+        .type_filter(&<crate::domain::RollbackCompleted as choreo::Payload>::event_type());
+    let mut done = bus.follow_events(&filter, true).await?;
+    tokio::time::timeout(deadline, async {
+        while !pending.is_empty() {
+            let Some(next) = done.next().await else {
+                anyhow::bail!("the event stream closed");
+            };
+            if let Ok(e) = next?.event {
+                pending.remove(e.correlation.as_str());
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("rollbacks not confirmed within {deadline:?}"))?
 }

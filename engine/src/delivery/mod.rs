@@ -1,5 +1,9 @@
 //! What every consumer-driven driver (reactors, saga partitions) does with a JetStream delivery:
-//! read its metadata, keep it alive while working, dead-letter it.
+//! admit it, read its metadata, keep it alive while working, dead-letter it.
+
+mod admit;
+
+pub(crate) use admit::{admit, Delivery, Limits};
 
 use std::future::Future;
 use std::time::Duration;
@@ -95,27 +99,8 @@ pub(crate) async fn dead_letter(
     attempts: u32,
 ) {
     let (stream_seq, _) = delivery_info(msg);
-    let subject = msg.subject.as_str();
-    let correlation = bus
-        .subjects()
-        .parse_event(subject)
-        .map_or("_unknown", |(_, c, _)| c);
-    let dlq_subject = bus.subjects().dead_letter(actor, correlation);
-    let headers = dead_letter_headers(
-        msg.headers.as_ref(),
-        actor,
-        &reason,
-        attempts,
-        stream_seq,
-        subject,
-    );
-    match bus
-        .publish_raw(dlq_subject, headers, msg.payload.clone())
-        .await
-    {
-        Ok(_) => {
-            counters.dead_lettered();
-            warn!(%actor, stream_seq, reason = reason.code(), detail = %reason, "dead-lettered");
+    match publish_dead_letter(bus, actor, counters, stream_seq, msg, &reason, attempts).await {
+        Ok(()) => {
             if let Err(e) = msg.ack_with(AckKind::Term).await {
                 warn!(error = %e, "term-ack failed; a redelivery is dead-lettered again (deduplicated)");
             }
@@ -125,6 +110,37 @@ pub(crate) async fn dead_letter(
             nak_later(msg).await;
         }
     }
+}
+
+/// Publish a copy of `msg` to the DLQ with its reason (no ack: the caller settles the input).
+pub(crate) async fn publish_dead_letter(
+    bus: &Bus,
+    actor: &ActorName,
+    counters: &ActorCounters,
+    stream_seq: u64,
+    msg: &Message,
+    reason: &DlqReason,
+    attempts: u32,
+) -> Result<(), crate::error::BusError> {
+    let subject = msg.subject.as_str();
+    let correlation = bus
+        .subjects()
+        .parse_event(subject)
+        .map_or("_unknown", |(_, c, _)| c);
+    let dlq_subject = bus.subjects().dead_letter(actor, correlation);
+    let headers = dead_letter_headers(
+        msg.headers.as_ref(),
+        actor,
+        reason,
+        attempts,
+        stream_seq,
+        subject,
+    );
+    bus.publish_raw(dlq_subject, headers, msg.payload.clone())
+        .await?;
+    counters.dead_lettered();
+    warn!(%actor, stream_seq, reason = reason.code(), detail = %reason, "dead-lettered");
+    Ok(())
 }
 
 /// The message of a panic payload.

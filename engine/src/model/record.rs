@@ -1,5 +1,5 @@
-//! What the store keeps per saga instance. Owned by the framework: always decodable, while the
-//! saga's own `state` bytes inside may need an upcaster.
+//! What the changelog and the store keep per saga instance. Owned by the framework: always
+//! decodable, while the saga's own `state` bytes inside may need an upcaster.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -107,4 +107,46 @@ pub struct InstanceRecord {
     pub created_ms: i64,
     /// Last change (Unix ms, from the input's time).
     pub updated_ms: i64,
+    /// The partition the instance lives in (of its correlation).
+    #[serde(default)]
+    pub partition: u16,
+    /// Number of the partition commit that wrote this record.
+    #[serde(default)]
+    pub commit: u64,
+    /// Events this record's commit decided, in order: published after the commit. A new owner
+    /// re-publishes those of the partition's last commit (their ids deduplicate).
+    #[serde(default)]
+    pub outbox: Vec<PendingEvent>,
+}
+
+/// An event decided by a saga and not yet known to be on the log: its CloudEvents headers and
+/// data, as stored in the changelog.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingEvent {
+    /// `ce-*` headers (binary content mode).
+    pub headers: Vec<(String, String)>,
+    /// The data.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+impl PendingEvent {
+    /// The stored form of an event.
+    pub fn of(event: &choreo_schemas::Event) -> Self {
+        Self {
+            headers: choreo_schemas::headers::to_headers(event)
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            data: event.data.clone(),
+        }
+    }
+
+    /// The event back.
+    pub fn event(&self) -> Result<choreo_schemas::Event, choreo_schemas::EnvelopeError> {
+        choreo_schemas::headers::from_headers(
+            self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            &self.data,
+        )
+    }
 }

@@ -6,10 +6,10 @@ use std::time::Duration;
 use choreo_schemas::{Event, EventType};
 use futures::StreamExt;
 
-use super::lifecycle::{SAGA_COMPENSATED, SAGA_COMPLETED, SAGA_FAULTED};
-use super::record::InstanceRecord;
 use crate::error::NodeError;
+use crate::model::InstanceRecord;
 use crate::node::RunningNode;
+use crate::saga::{SAGA_COMPENSATED, SAGA_COMPLETED, SAGA_FAULTED};
 
 impl RunningNode {
     /// Publish `roots` (each starts an instance of `saga`, keyed by its correlation) and wait
@@ -23,11 +23,7 @@ impl RunningNode {
         deadline: Duration,
         mut on_end: impl FnMut(&InstanceRecord, usize, usize),
     ) -> Result<Vec<InstanceRecord>, NodeError> {
-        let store = self.store().ok_or_else(|| {
-            NodeError::Config(crate::error::ConfigError::new(
-                "run_to_end needs a node that hosts sagas",
-            ))
-        })?;
+        let changelog = self.changelog().clone();
         let bus = self.bus();
         let filters = [SAGA_COMPLETED, SAGA_COMPENSATED, SAGA_FAULTED]
             .iter()
@@ -56,7 +52,13 @@ impl RunningNode {
             if e.source != source || !waiting.contains(&corr) || ended.contains_key(&corr) {
                 continue;
             }
-            let Some(record) = store.get(saga, &corr)? else {
+            // The instance may live on another node: read it from the changelog, which holds
+            // the commit before its lifecycle event is published.
+            let record = match self.store().map(|s| s.get(saga, &corr)) {
+                Some(Ok(Some(r))) if r.status.is_terminal() => Some(r),
+                _ => changelog.find(saga, &corr, Some(&corr)).await?,
+            };
+            let Some(record) = record else {
                 continue;
             };
             if record.status.is_terminal() {

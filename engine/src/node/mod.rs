@@ -1,4 +1,10 @@
-//! A node: one process hosting reactors, connected to NATS.
+//! A node: one process hosting reactors and the processors of the saga partitions it owns,
+//! connected to NATS.
+
+mod host;
+mod watch;
+
+pub use host::PartitionHealth;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -6,20 +12,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use choreo_schemas::{ActorName, EventRegistry, EventType, Payload};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::watch as signal;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::bus::Bus;
+use crate::changelog::Changelog;
+use crate::cluster::{NodeId, Ownership, DEFAULT_LEASE_TTL};
 use crate::config::BusConfig;
 use crate::error::{ConfigError, NodeError};
 use crate::metrics::Metrics;
+use crate::partition::{timers, PartitionEnv, ProcessorSettings, TimerRoutes};
 use crate::reactor::driver::{DriverEnv, DriverSettings, Hosted, ReactorHost};
 use crate::reactor::Reactor;
-use crate::saga::decide::SagaMeta;
-use crate::saga::driver::{HostedSaga, SagaEnv, SagaHost, SagaSettings};
-use crate::saga::{outbox, timers, Saga, LIFECYCLE_TYPES};
+use crate::saga::host::{HostedSaga, SagaHost};
+use crate::saga::{Saga, LIFECYCLE_TYPES};
 use crate::store::Store;
+use host::Processors;
 
 /// Default largest group-commit batch of a saga partition.
 pub const DEFAULT_SAGA_BATCH: usize = 256;
@@ -38,12 +47,16 @@ pub struct NodeBuilder {
     saga_batch: usize,
     registry: EventRegistry,
     settings: DriverSettings,
+    node_id: Option<NodeId>,
+    lease_ttl: Duration,
     errors: Vec<String>,
 }
 
 impl Default for NodeBuilder {
     fn default() -> Self {
         Self {
+            node_id: None,
+            lease_ttl: DEFAULT_LEASE_TTL,
             bus: None,
             hosts: Vec::new(),
             sagas: Vec::new(),
@@ -101,21 +114,25 @@ impl NodeBuilder {
                 return self;
             }
         };
-        let starts: BTreeSet<EventType> = saga.starts_on().into_iter().collect();
-        let inputs: BTreeSet<EventType> =
-            starts.iter().cloned().chain(saga.continues_on()).collect();
-        let emits: BTreeSet<EventType> = saga.emits().into_iter().collect();
-        self.sagas.push(Arc::new(SagaHost {
-            retry: saga.retry_policy(),
-            meta: Arc::new(SagaMeta {
-                name: name.to_string(),
-                starts,
-                emits: Arc::new(emits),
-            }),
-            saga: Arc::new(saga),
-            name,
-            inputs: Arc::new(inputs),
-        }));
+        self.sagas.push(Arc::new(SagaHost::new(saga, name)));
+        self
+    }
+
+    /// This node's id in the cluster (default: a fresh `node-<uuid>` per start). Ids must be
+    /// unique among running nodes.
+    pub fn node_id(mut self, id: &str) -> Self {
+        match NodeId::new(id) {
+            Ok(id) => self.node_id = Some(id),
+            Err(e) => self.errors.push(e.to_string()),
+        }
+        self
+    }
+
+    /// Lease TTL of partition ownership (default 5 s): a dead node's partitions move after
+    /// about this long; a graceful stop hands them over at once. Fixed per namespace by the
+    /// first node that creates the buckets.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
         self
     }
 
@@ -197,6 +214,9 @@ impl NodeBuilder {
         if s.ack_wait < Duration::from_millis(500) {
             return Err(ConfigError::new("ack_wait must be at least 500 ms"));
         }
+        if self.lease_ttl < Duration::from_secs(1) {
+            return Err(ConfigError::new("lease_ttl must be at least 1 s"));
+        }
         if self.saga_batch == 0 {
             return Err(ConfigError::new("saga_batch must be at least 1"));
         }
@@ -258,6 +278,8 @@ impl NodeBuilder {
             saga_batch: self.saga_batch,
             registry: Arc::new(self.registry),
             settings: self.settings,
+            node_id: self.node_id,
+            lease_ttl: self.lease_ttl,
         })
     }
 }
@@ -271,6 +293,8 @@ pub struct Node {
     saga_batch: usize,
     registry: Arc<EventRegistry>,
     settings: DriverSettings,
+    node_id: Option<NodeId>,
+    lease_ttl: Duration,
 }
 
 impl std::fmt::Debug for Node {
@@ -305,15 +329,20 @@ impl Node {
     /// Start on an existing bus connection (its config wins over the node's).
     pub async fn start_on(self, bus: Bus) -> Result<RunningNode, NodeError> {
         let metrics = Metrics::default();
-        let (shutdown, rx) = watch::channel(false);
-        let (stop_background, stop_rx) = watch::channel(false);
+        let (shutdown, rx) = signal::channel(false);
+        let (stop_background, stop_rx) = signal::channel(false);
+        let node_id = self.node_id.clone().unwrap_or_else(NodeId::generate);
         let mut running = RunningNode {
             bus: bus.clone(),
             metrics: metrics.clone(),
+            changelog: Changelog::new(&bus),
+            node_id,
             store: None,
+            processors: None,
             shutdown,
             stop_background,
             tasks: Vec::new(),
+            ownership: None,
             background: Vec::new(),
         };
         if let Err(e) = self
@@ -332,8 +361,8 @@ impl Node {
         &self,
         bus: &Bus,
         metrics: &Metrics,
-        rx: watch::Receiver<bool>,
-        stop_rx: watch::Receiver<bool>,
+        rx: signal::Receiver<bool>,
+        stop_rx: signal::Receiver<bool>,
         running: &mut RunningNode,
     ) -> Result<(), NodeError> {
         for host in &self.hosts {
@@ -356,52 +385,49 @@ impl Node {
         };
         let store = Store::open(dir)?;
         running.store = Some(store.clone());
-        let outbox_notify = Arc::new(Notify::new());
-        let timers_changed = Arc::new(Notify::new());
-        let settings = SagaSettings {
-            max_depth: self.settings.max_depth,
-            max_deliveries: self.settings.max_deliveries,
-            ack_wait: self.settings.ack_wait,
-            batch: self.saga_batch,
+        let routes = TimerRoutes::default();
+        let counters = self
+            .sagas
+            .iter()
+            .map(|s| (s.name().clone(), metrics.actor(s.name().as_str())))
+            .collect::<HashMap<_, _>>();
+        let env = PartitionEnv {
+            bus: bus.clone(),
+            changelog: running.changelog.clone(),
+            store: store.clone(),
+            registry: Arc::clone(&self.registry),
+            sagas: Arc::new(self.sagas.clone()),
+            counters: Arc::new(counters),
+            settings: ProcessorSettings {
+                max_depth: self.settings.max_depth,
+                batch: self.saga_batch,
+                idle_mark: Duration::from_millis(500),
+            },
+            node: running.node_id.clone(),
+            routes: routes.clone(),
         };
-        let partitions = bus.config().partitions();
-        let mut routes = HashMap::new();
-        for saga in &self.sagas {
-            // One node owns every partition; `owned` is where a partition assignment plugs in.
-            let owned = 0..partitions;
-            for p in owned {
-                let (tx, timer_rx) = mpsc::channel(1024);
-                routes.insert((saga.name().to_string(), p), tx);
-                let env = SagaEnv {
-                    bus: bus.clone(),
-                    registry: Arc::clone(&self.registry),
-                    store: store.clone(),
-                    settings: settings.clone(),
-                    counters: metrics.actor(saga.name().as_str()),
-                    shutdown: rx.clone(),
-                    outbox: Arc::clone(&outbox_notify),
-                    timers_changed: Arc::clone(&timers_changed),
-                };
-                let task = saga.start_partition(env, p, timer_rx).await?;
-                running.tasks.push((saga.name().clone(), task));
-            }
-            info!(saga = %saga.name(), partitions, "saga started");
-        }
+        let processors = Arc::new(Processors::new(env, self.lease_ttl));
+        running.processors = Some(Arc::clone(&processors));
+        let ownership = Ownership::open(
+            bus,
+            running.node_id.clone(),
+            self.lease_ttl,
+            Arc::clone(&processors) as Arc<dyn crate::cluster::PartitionHost>,
+        )
+        .await?;
+        let (stop_ownership, ownership_rx) = signal::channel(false);
+        running.ownership = Some((stop_ownership, tokio::spawn(ownership.run(ownership_rx))));
+        info!(
+            node = %running.node_id,
+            sagas = self.sagas.len(),
+            partitions = bus.config().partitions(),
+            "saga partitions: claiming this node's share"
+        );
         #[cfg(feature = "otlp")]
         crate::telemetry::register_node_metrics(metrics, Some(store.clone()));
-        running.background.push(tokio::spawn(outbox::run(
-            store.clone(),
-            bus.clone(),
-            outbox_notify,
-            stop_rx.clone(),
-        )));
-        running.background.push(tokio::spawn(timers::run(
-            store,
-            routes,
-            partitions,
-            timers_changed,
-            stop_rx,
-        )));
+        running
+            .background
+            .push(tokio::spawn(timers::run(store, routes, stop_rx)));
         Ok(())
     }
 }
@@ -411,10 +437,14 @@ impl Node {
 pub struct RunningNode {
     bus: Bus,
     metrics: Metrics,
+    changelog: Changelog,
+    node_id: NodeId,
     store: Option<Store>,
-    shutdown: watch::Sender<bool>,
-    stop_background: watch::Sender<bool>,
+    processors: Option<Arc<Processors>>,
+    shutdown: signal::Sender<bool>,
+    stop_background: signal::Sender<bool>,
     tasks: Vec<(ActorName, JoinHandle<()>)>,
+    ownership: Option<(signal::Sender<bool>, JoinHandle<()>)>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -437,13 +467,64 @@ impl RunningNode {
         &self.metrics
     }
 
-    /// The saga store, when the node hosts sagas.
+    /// The saga store (this node's materialisation of the partitions it owns), when the node
+    /// hosts sagas.
     pub fn store(&self) -> Option<&Store> {
         self.store.as_ref()
     }
 
-    /// Graceful stop: stop fetching, finish in-flight inputs (publish, ack), drain the saga
-    /// outbox, flush the store, then return.
+    /// The saga state changelog (every instance, whichever node owns it).
+    pub fn changelog(&self) -> &Changelog {
+        &self.changelog
+    }
+
+    /// This node's id in the cluster.
+    pub fn node_id(&self) -> &NodeId {
+        &self.node_id
+    }
+
+    /// The partitions this node owns, with their processors' health.
+    pub fn health(&self) -> Vec<PartitionHealth> {
+        self.processors
+            .as_ref()
+            .map(|p| p.health())
+            .unwrap_or_default()
+    }
+
+    /// Wait until this node owns `n` partitions with running processors that finished their
+    /// takeover (or `timeout` passes). Returns the partitions owned.
+    pub async fn wait_owned(&self, n: usize, timeout: Duration) -> Result<Vec<u16>, NodeError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let owned: Vec<u16> = self
+                .health()
+                .iter()
+                .filter(|h| h.alive)
+                .map(|h| h.partition)
+                .collect();
+            let ready = match self.store() {
+                Some(s) => owned
+                    .iter()
+                    .filter(|p| s.head_seq(**p).ok().flatten().is_some())
+                    .count(),
+                None => 0,
+            };
+            if ready >= n {
+                return Ok(owned);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NodeError::Deadline {
+                    ended: ready,
+                    total: n,
+                    waited: timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Graceful stop: stop fetching, finish in-flight inputs (publish, ack), commit and release
+    /// every owned partition (the next owners need not wait for the lease TTL), then return.
     pub async fn shutdown(mut self) -> Result<(), NodeError> {
         self.shutdown_inner().await
     }
@@ -455,6 +536,15 @@ impl RunningNode {
             if let Err(e) = task.await {
                 failed.push(format!("{name}: {e}"));
             }
+        }
+        if let Some((stop, task)) = self.ownership.take() {
+            let _ = stop.send(true);
+            if let Err(e) = task.await {
+                failed.push(format!("ownership: {e}"));
+            }
+        }
+        if let Some(p) = &self.processors {
+            p.stop_all().await;
         }
         let _ = self.stop_background.send(true);
         for task in self.background.drain(..) {

@@ -1,0 +1,154 @@
+//! Reading the changelog: a partition's head and records (what a new owner restores), and every
+//! instance (what `choreo sagas` shows while nodes run).
+
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::stream::DirectGetErrorKind;
+use serde::de::DeserializeOwned;
+
+use super::{Changelog, ChangelogError};
+use crate::error::BusError;
+use crate::model::{InstanceRecord, PartitionHead, SagaStatus};
+
+/// One value of the changelog with its stream sequence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangelogEntry<T> {
+    /// Stream sequence of the value.
+    pub sequence: u64,
+    /// The value.
+    pub value: T,
+}
+
+fn decode<T: DeserializeOwned>(subject: &str, bytes: &[u8]) -> Result<T, ChangelogError> {
+    rmp_serde::from_slice(bytes).map_err(|e| ChangelogError::Corrupt {
+        subject: subject.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+impl Changelog {
+    async fn stream_handle(
+        &self,
+    ) -> Result<async_nats::jetstream::stream::Stream<()>, ChangelogError> {
+        self.bus
+            .jetstream()
+            .get_stream_no_info(&self.stream)
+            .await
+            .map_err(|e| BusError::js(format!("get stream {}", self.stream), e).into())
+    }
+
+    async fn last_of<T: DeserializeOwned>(
+        &self,
+        subject: String,
+    ) -> Result<Option<ChangelogEntry<T>>, ChangelogError> {
+        let stream = self.stream_handle().await?;
+        let got = tokio::time::timeout(
+            self.timeout,
+            stream.direct_get_last_for_subject(subject.clone()),
+        )
+        .await
+        .map_err(|_| BusError::js(format!("direct get {subject}"), "timed out"))?;
+        match got {
+            Ok(m) => Ok(Some(ChangelogEntry {
+                sequence: m.sequence,
+                value: decode(&subject, &m.payload)?,
+            })),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(BusError::js(format!("direct get {subject}"), e).into()),
+        }
+    }
+
+    /// The latest head of a partition, with its sequence.
+    pub async fn head(
+        &self,
+        partition: u16,
+    ) -> Result<Option<ChangelogEntry<PartitionHead>>, ChangelogError> {
+        self.last_of(self.head_subject(partition)).await
+    }
+
+    /// One instance's latest record.
+    pub async fn get(
+        &self,
+        partition: u16,
+        saga: &str,
+        instance: &str,
+    ) -> Result<Option<ChangelogEntry<InstanceRecord>>, ChangelogError> {
+        self.last_of(self.instance_subject(partition, saga, instance))
+            .await
+    }
+
+    async fn read_latest<T: DeserializeOwned>(
+        &self,
+        filter: String,
+    ) -> Result<Vec<ChangelogEntry<T>>, ChangelogError> {
+        let raw = self
+            .bus
+            .read_raw_with(&self.stream, vec![filter], DeliverPolicy::LastPerSubject)
+            .await?;
+        raw.into_iter()
+            .map(|m| {
+                Ok(ChangelogEntry {
+                    sequence: m.sequence,
+                    value: decode(&m.subject, &m.payload)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every instance record of a partition (a snapshot of the latest values).
+    pub async fn partition_records(
+        &self,
+        partition: u16,
+    ) -> Result<Vec<ChangelogEntry<InstanceRecord>>, ChangelogError> {
+        self.read_latest(format!("{}.state.{partition}.*.*", self.root))
+            .await
+    }
+
+    /// The head of every partition that has one.
+    pub async fn heads(&self) -> Result<Vec<ChangelogEntry<PartitionHead>>, ChangelogError> {
+        self.read_latest(format!("{}.state.*.head", self.root))
+            .await
+    }
+
+    /// Every instance, optionally of one saga and/or one status, ordered by (saga, instance).
+    pub async fn list(
+        &self,
+        saga: Option<&str>,
+        status: Option<SagaStatus>,
+    ) -> Result<Vec<InstanceRecord>, ChangelogError> {
+        let filter = format!("{}.state.*.{}.*", self.root, saga.unwrap_or("*"));
+        let mut out: Vec<InstanceRecord> = self
+            .read_latest(filter)
+            .await?
+            .into_iter()
+            .map(|e| e.value)
+            .filter(|r: &InstanceRecord| status.is_none_or(|s| s == r.status))
+            .collect();
+        out.sort_by(|a, b| (&a.saga, &a.instance).cmp(&(&b.saga, &b.instance)));
+        Ok(out)
+    }
+
+    /// One instance by name, wherever its partition (instances live in the partition of their
+    /// correlation; `correlation` defaults to the instance id, as for [`crate::Saga::instance_of`]'s
+    /// default).
+    pub async fn find(
+        &self,
+        saga: &str,
+        instance: &str,
+        correlation: Option<&str>,
+    ) -> Result<Option<InstanceRecord>, ChangelogError> {
+        let corr = correlation.unwrap_or(instance);
+        if let Ok(c) = choreo_schemas::CorrelationId::new(corr) {
+            let p = choreo_schemas::partition_of(&c, self.bus.config().partitions());
+            if let Some(e) = self.get(p, saga, instance).await? {
+                return Ok(Some(e.value));
+            }
+        }
+        let filter = format!("{}.state.*.{saga}.{instance}", self.root);
+        Ok(self
+            .read_latest::<InstanceRecord>(filter)
+            .await?
+            .into_iter()
+            .next()
+            .map(|e| e.value))
+    }
+}

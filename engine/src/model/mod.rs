@@ -1,0 +1,11 @@
+//! The records the saga runtime, the store and the changelog share: the lowest layer of the
+//! engine above the wire types. No I/O here.
+
+mod head;
+mod record;
+mod transition;
+
+pub use head::PartitionHead;
+pub use record::{Compensation, InstanceRecord, PendingEvent, SagaStatus};
+pub use transition::TimerEntry;
+pub(crate) use transition::{TimerChange, Transition};

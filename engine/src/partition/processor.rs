@@ -1,0 +1,569 @@
+//! One partition's processor: apply a batch of inputs through the pure cores, commit it to the
+//! changelog as one fenced atomic batch, materialise it in sled, publish what it decided, and
+//! only then start the next commit. Timers arrive from the node's timer loop and go through the
+//! same task, so they are serialised with inputs.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::Message;
+use choreo_schemas::{ActorName, Event, SagaId};
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, error, info_span, warn, Instrument};
+
+use super::batch::Batch;
+use super::timers::{now_ms, TimerJob};
+use super::{inputs, takeover, Exit, PartitionEnv, ProcessorHealth};
+use crate::bus::DlqReason;
+use crate::changelog::{ChangelogError, MAX_RECORDS_PER_COMMIT};
+use crate::delivery::{admit, delivery_info, publish_dead_letter, Delivery, Limits};
+use crate::metrics::ActorCounters;
+use crate::model::{PartitionHead, Transition};
+use crate::saga::decide::{Decision, SagaInput};
+use crate::saga::host::HostedSaga;
+
+pub(crate) struct Processor {
+    env: PartitionEnv,
+    partition: u16,
+    epoch: u64,
+    health: Arc<ProcessorHealth>,
+    /// Sequence of the last head this processor wrote.
+    expected: u64,
+    /// The last head written.
+    written: PartitionHead,
+    /// Commits so far, and the highest whose events are on the log.
+    commit: u64,
+    published: u64,
+    /// Highest input sequence applied.
+    applied_seq: u64,
+}
+
+type Step = Result<(), Exit>;
+
+impl Processor {
+    pub(crate) fn new(
+        env: PartitionEnv,
+        partition: u16,
+        epoch: u64,
+        health: Arc<ProcessorHealth>,
+    ) -> Self {
+        Self {
+            written: PartitionHead {
+                partition,
+                epoch,
+                owner: env.node.to_string(),
+                commit: 0,
+                published: 0,
+                applied_seq: 0,
+                takeover: true,
+                written_ms: 0,
+            },
+            env,
+            partition,
+            epoch,
+            health,
+            expected: 0,
+            commit: 0,
+            published: 0,
+            applied_seq: 0,
+        }
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        mut stop: watch::Receiver<bool>,
+        mut timers: mpsc::Receiver<TimerJob>,
+    ) -> Exit {
+        let restored =
+            match takeover::take_over(&self.env, self.partition, self.epoch, &mut stop).await {
+                Ok(r) => r,
+                Err(exit) => return exit,
+            };
+        debug!(
+            partition = self.partition,
+            instances = restored.instances,
+            "restored"
+        );
+        self.expected = restored.head_seq;
+        self.commit = restored.head.commit;
+        self.published = restored.head.published;
+        self.applied_seq = restored.head.applied_seq;
+        self.written = restored.head;
+        self.env.routes.changed.notify_one();
+        let exit = self.serve(&mut stop, &mut timers).await;
+        if exit == Exit::Fenced {
+            warn!(
+                partition = self.partition,
+                epoch = self.epoch,
+                "fenced: another owner committed the partition; stopping and dropping its state"
+            );
+            if let Err(e) = self.env.store.drop_partition(self.partition) {
+                error!(partition = self.partition, error = %e, "cannot drop the fenced partition's state");
+            }
+        }
+        exit
+    }
+
+    async fn serve(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+        timers: &mut mpsc::Receiver<TimerJob>,
+    ) -> Exit {
+        let idle_mark = self.env.settings.idle_mark;
+        'open: loop {
+            let stream = loop {
+                if *stop.borrow() {
+                    return Exit::Stopped;
+                }
+                match inputs::open(&self.env, self.partition, self.applied_seq).await {
+                    Ok(s) => break s,
+                    Err(e) => {
+                        warn!(partition = self.partition, error = %e, "cannot open the partition's inputs; retrying");
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                            _ = stop.changed() => return Exit::Stopped,
+                        }
+                    }
+                }
+            };
+            let mut chunks = stream.ready_chunks(self.env.settings.batch);
+            loop {
+                let unmarked = self.published > self.written.published
+                    || self.applied_seq > self.written.applied_seq;
+                let step = tokio::select! {
+                    biased;
+                    _ = stop.changed() => return Exit::Stopped,
+                    job = timers.recv() => match job {
+                        Some(job) => {
+                            let mut jobs = vec![job];
+                            while let Ok(more) = timers.try_recv() {
+                                jobs.push(more);
+                            }
+                            self.apply_timers(jobs).await
+                        }
+                        None => return Exit::Stopped,
+                    },
+                    chunk = chunks.next() => match chunk {
+                        Some(items) => {
+                            let msgs: Vec<Message> = items
+                                .into_iter()
+                                .filter_map(|m| m.map_err(|e| debug!(error = %e, "input stream error")).ok())
+                                .collect();
+                            self.apply_messages(msgs).await
+                        }
+                        None => continue 'open,
+                    },
+                    () = tokio::time::sleep(idle_mark), if unmarked => self.mark().await,
+                };
+                if let Err(exit) = step {
+                    return exit;
+                }
+            }
+        }
+    }
+
+    fn counters(&self, saga: &ActorName) -> Option<&Arc<ActorCounters>> {
+        self.env.counters.get(saga)
+    }
+
+    async fn apply_messages(&mut self, msgs: Vec<Message>) -> Step {
+        let mut batch = Batch::default();
+        let room = MAX_RECORDS_PER_COMMIT.saturating_sub(self.env.sagas.len().max(1));
+        for msg in msgs {
+            self.apply_message(&mut batch, &msg).await?;
+            if batch.records.len() >= room {
+                let full = std::mem::take(&mut batch);
+                self.commit(full).await?;
+            }
+        }
+        self.commit(batch).await
+    }
+
+    /// The sagas an input is for: every hosted saga consuming its type, or only the target of a
+    /// redrive.
+    fn targets(&self, subject: &str, ty: Option<&str>) -> Vec<Arc<dyn HostedSaga>> {
+        let redrive = format!("{}.redrive.", self.env.bus.subjects().root());
+        let only = subject
+            .strip_prefix(redrive.as_str())
+            .and_then(|rest| rest.split('.').next());
+        self.env
+            .sagas
+            .iter()
+            .filter(|s| only.is_none_or(|a| a == s.name().as_str()))
+            .filter(|s| ty.is_none_or(|t| s.inputs().iter().any(|i| i.as_str() == t)))
+            .cloned()
+            .collect()
+    }
+
+    async fn apply_message(&mut self, batch: &mut Batch, msg: &Message) -> Step {
+        let (seq, _) = delivery_info(msg);
+        if seq != 0 && seq <= self.applied_seq.max(batch.applied_seq) {
+            return Ok(()); // a redelivery after the consumer was re-created
+        }
+        let bus = self.env.bus.clone();
+        let parsed = bus.subjects().parse_event(msg.subject.as_str());
+        let targets = self.targets(msg.subject.as_str(), parsed.map(|(_, _, t)| t));
+        let limits = Limits {
+            max_depth: self.env.settings.max_depth,
+            max_deliveries: u64::MAX,
+            partitions: bus.config().partitions(),
+        };
+        let consumes = targets
+            .iter()
+            .flat_map(|s| s.inputs().iter().cloned())
+            .collect();
+        let delivery = Delivery {
+            decoded: crate::bus::wire::decode_event(msg.headers.as_ref(), &msg.payload),
+            subject: parsed,
+            delivered: 1,
+        };
+        let event = match admit(delivery, limits, &consumes, &self.env.registry) {
+            Ok(e) => e,
+            Err(reason) => {
+                let actor = targets
+                    .first()
+                    .or_else(|| self.env.sagas.first())
+                    .map(|s| s.name().clone());
+                if let Some(actor) = actor {
+                    self.dead_letter(&actor, seq, msg, reason, 0).await?;
+                }
+                batch.applied_seq = batch.applied_seq.max(seq);
+                return Ok(());
+            }
+        };
+        for saga in targets {
+            if !saga.inputs().contains(&event.ty) {
+                continue;
+            }
+            let Some(instance) = saga.instance_of(&event) else {
+                debug!(saga = %saga.name(), event_type = %event.ty, "event routed to no instance");
+                continue;
+            };
+            let span = info_span!(
+                "saga",
+                saga = %saga.name(),
+                event_type = %event.ty,
+                correlation = %event.correlation,
+                instance = %instance,
+                partition = self.partition,
+                seq,
+                attempt = tracing::field::Empty,
+            );
+            crate::telemetry::set_parent(&span, event.traceparent.as_ref());
+            let input = SagaInput::Event { event: &event, seq };
+            self.apply_input(batch, &saga, &instance, input, Some((seq, msg)))
+                .instrument(span)
+                .await?;
+        }
+        batch.applied_seq = batch.applied_seq.max(seq);
+        Ok(())
+    }
+
+    /// Decide one input for one instance (retrying transient failures in place), and add the
+    /// outcome to the batch. A fault dead-letters the input that caused it.
+    async fn apply_input(
+        &mut self,
+        batch: &mut Batch,
+        saga: &Arc<dyn HostedSaga>,
+        instance: &SagaId,
+        input: SagaInput<'_>,
+        origin: Option<(u64, &Message)>,
+    ) -> Step {
+        let name = saga.name().as_str();
+        let existing = match batch.get(name, instance.as_str()) {
+            Some(r) => Some(r.clone()),
+            None => self
+                .env
+                .store
+                .get_in(self.partition, name, instance.as_str())
+                .map_err(|e| Exit::Failed(format!("read instance {name}/{instance}: {e}")))?,
+        };
+        let counters = self.counters(saga.name()).cloned();
+        let mut schedule = saga.retry().schedule();
+        let mut attempt = 0u32;
+        loop {
+            attempt = attempt.saturating_add(1);
+            tracing::Span::current().record("attempt", attempt);
+            let started = Instant::now();
+            let decision = saga.decide(existing.clone(), instance, input);
+            if let Some(c) = &counters {
+                c.latency(started.elapsed());
+            }
+            match decision {
+                Decision::Skip(skip) => {
+                    debug!(?skip, "input changes nothing");
+                    if let SagaInput::Timer {
+                        name: timer,
+                        due_ms,
+                    } = input
+                    {
+                        self.env
+                            .store
+                            .remove_timer(self.partition, name, instance.as_str(), timer, due_ms)
+                            .map_err(|e| Exit::Failed(format!("drop a stale timer: {e}")))?;
+                    }
+                    return Ok(());
+                }
+                Decision::Commit(mut t) => {
+                    with_span_trace(&mut t);
+                    if let Some(c) = &counters {
+                        c.handled();
+                    }
+                    batch.add(t, self.partition, self.commit.saturating_add(1));
+                    batch.inputs += 1;
+                    return Ok(());
+                }
+                Decision::Fault { transition, reason } => {
+                    if let Some(c) = &counters {
+                        c.failed();
+                    }
+                    error!(instance = %instance, %reason, "saga instance faulted");
+                    if let Some((seq, msg)) = origin {
+                        self.dead_letter(
+                            saga.name(),
+                            seq,
+                            msg,
+                            DlqReason::SagaFaulted(reason),
+                            attempt,
+                        )
+                        .await?;
+                    }
+                    batch.add(transition, self.partition, self.commit.saturating_add(1));
+                    batch.inputs += 1;
+                    return Ok(());
+                }
+                Decision::Retry(err) => {
+                    if let Some(c) = &counters {
+                        c.failed();
+                    }
+                    warn!(attempt, error = %err, "saga handler failed");
+                    if attempt >= saga.retry().max_attempts() {
+                        let reason = format!("handler failed {attempt} times: {err}");
+                        match saga.fault(existing, instance, input, reason.clone()) {
+                            Decision::Fault { transition, .. } | Decision::Commit(transition) => {
+                                error!(instance = %instance, %reason, "saga instance faulted");
+                                if let Some((seq, msg)) = origin {
+                                    self.dead_letter(
+                                        saga.name(),
+                                        seq,
+                                        msg,
+                                        DlqReason::MaxAttempts { last_error: err },
+                                        attempt,
+                                    )
+                                    .await?;
+                                }
+                                batch.add(
+                                    transition,
+                                    self.partition,
+                                    self.commit.saturating_add(1),
+                                );
+                                batch.inputs += 1;
+                            }
+                            Decision::Skip(_) | Decision::Retry(_) => {}
+                        }
+                        return Ok(());
+                    }
+                    if let Some(c) = &counters {
+                        c.retried();
+                    }
+                    tokio::time::sleep(schedule.next_delay()).await;
+                }
+            }
+        }
+    }
+
+    async fn apply_timers(&mut self, jobs: Vec<TimerJob>) -> Step {
+        let mut batch = Batch::default();
+        for job in jobs {
+            let e = &job.entry;
+            let Ok(instance) = SagaId::new(e.instance.as_str()) else {
+                warn!(instance = %e.instance, "timer of an invalid instance id ignored");
+                continue;
+            };
+            let Some(saga) = self
+                .env
+                .sagas
+                .iter()
+                .find(|s| s.name().as_str() == e.saga)
+                .cloned()
+            else {
+                continue;
+            };
+            let input = SagaInput::Timer {
+                name: &e.name,
+                due_ms: e.due_ms,
+            };
+            let span = info_span!(
+                "saga.timer",
+                saga = %e.saga,
+                timer = %e.name,
+                correlation = %e.correlation,
+                instance = %instance,
+                partition = self.partition,
+                attempt = tracing::field::Empty,
+            );
+            fail::fail_point!("saga-timer-fire");
+            self.apply_input(&mut batch, &saga, &instance, input, None)
+                .instrument(span)
+                .await?;
+        }
+        self.commit(batch).await
+    }
+
+    async fn dead_letter(
+        &self,
+        actor: &ActorName,
+        seq: u64,
+        msg: &Message,
+        reason: DlqReason,
+        attempts: u32,
+    ) -> Step {
+        let Some(counters) = self.counters(actor) else {
+            return Ok(());
+        };
+        publish_dead_letter(&self.env.bus, actor, counters, seq, msg, &reason, attempts)
+            .await
+            .map_err(|e| Exit::Failed(format!("cannot write a dead letter: {e}")))
+    }
+
+    fn next_head(&self, commit: u64, applied_seq: u64) -> PartitionHead {
+        PartitionHead {
+            partition: self.partition,
+            epoch: self.epoch,
+            owner: self.env.node.to_string(),
+            commit,
+            published: self.published,
+            applied_seq,
+            takeover: false,
+            written_ms: now_ms(),
+        }
+    }
+
+    /// Write a head, fenced on the last one; resolve an unknown outcome by reading it back.
+    async fn write(
+        &mut self,
+        head: PartitionHead,
+        records: &[crate::model::InstanceRecord],
+    ) -> Result<u64, Exit> {
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self
+                .env
+                .changelog
+                .commit(self.partition, self.expected, &head, records)
+                .await
+            {
+                Ok(seq) => {
+                    self.expected = seq;
+                    self.written = head;
+                    return Ok(seq);
+                }
+                Err(ChangelogError::Fenced { .. }) => return Err(Exit::Fenced),
+                Err(ChangelogError::Unknown { reason, .. }) => {
+                    warn!(partition = self.partition, %reason, "commit outcome unknown; reading the head back");
+                    fail::fail_point!("partition-commit-unknown");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                    match self.env.changelog.head(self.partition).await {
+                        Ok(Some(h)) if h.sequence == self.expected => continue, // not stored: retry
+                        Ok(Some(h)) if h.value == head => {
+                            self.expected = h.sequence;
+                            self.written = head;
+                            return Ok(h.sequence);
+                        }
+                        Ok(Some(_)) => return Err(Exit::Fenced),
+                        Ok(None) if self.expected == 0 => continue,
+                        Ok(None) => {
+                            return Err(Exit::Failed("the partition's head vanished".into()))
+                        }
+                        Err(e) => {
+                            warn!(partition = self.partition, error = %e, "cannot read the head; retrying");
+                        }
+                    }
+                }
+                Err(e) => return Err(Exit::Failed(e.to_string())),
+            }
+        }
+    }
+
+    /// Commit the batch, materialise it, publish what it decided.
+    async fn commit(&mut self, batch: Batch) -> Step {
+        let applied = self.applied_seq.max(batch.applied_seq);
+        if batch.is_empty() {
+            self.applied_seq = applied;
+            return Ok(());
+        }
+        let n = self.commit.saturating_add(1);
+        let head = self.next_head(n, applied);
+        let started = Instant::now();
+        fail::fail_point!("saga-mid-batch");
+        let seq = self.write(head, &batch.records).await?;
+        let took = started.elapsed();
+        self.commit = n;
+        self.applied_seq = applied;
+        self.health
+            .last_commit_ms
+            .store(now_ms(), Ordering::Relaxed);
+        fail::fail_point!("saga-after-commit-before-ack");
+        if let Err(e) = self.env.store.apply(self.partition, &batch.records, seq) {
+            return Err(Exit::Failed(format!("materialise commit {n}: {e}")));
+        }
+        for s in self.env.sagas.iter() {
+            if let Some(c) = self.counters(s.name()) {
+                c.batch(batch.inputs, took);
+                break;
+            }
+        }
+        debug!(
+            partition = self.partition,
+            commit = n,
+            records = batch.records.len(),
+            events = batch.outbox.len(),
+            commit_us = took.as_micros() as u64,
+            "committed"
+        );
+        fail::fail_point!("saga-after-ack-before-outbox");
+        self.publish(&batch.outbox).await?;
+        self.published = n;
+        self.env.routes.changed.notify_one();
+        Ok(())
+    }
+
+    /// Publish decided events, retrying until JetStream has them (nothing else is committed
+    /// before: the head's `published` rule depends on it).
+    async fn publish(&self, events: &[Event]) -> Step {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.env.bus.publish_all(events).await {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    warn!(partition = self.partition, error = %e, "publishing decided events failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// Record in the head that the last commit's events are on the log (and how far inputs
+    /// were applied), so a later takeover does not publish them again.
+    async fn mark(&mut self) -> Step {
+        let head = self.next_head(self.commit, self.applied_seq);
+        self.write(head, &[]).await.map(|_| ())
+    }
+}
+
+/// With spans exported, a saga's outputs become children of the span that decided them (the
+/// deterministic ids and data are untouched, so replay and deduplication are unaffected).
+fn with_span_trace(t: &mut Transition) {
+    if let Some(tp) = crate::telemetry::current_traceparent() {
+        for e in &mut t.outbox {
+            e.traceparent = Some(tp);
+        }
+    }
+}
