@@ -38,6 +38,14 @@ pub(crate) struct DemoArgs {
     /// Print the summary as JSON (counts by terminal state and the correlation ids).
     #[arg(long)]
     json: bool,
+    /// Step timeout of the travel saga (and approval timeout of the release saga), in
+    /// milliseconds; in-process and `--nodes N` runs only.
+    #[arg(long)]
+    step_timeout_ms: Option<u64>,
+    /// Run the example's actors and sagas in N `choreo node` child processes instead of in this
+    /// process; 0: host nothing, only publish and wait (nodes run elsewhere on the same NATS).
+    #[arg(long)]
+    nodes: Option<usize>,
 }
 
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -105,30 +113,83 @@ async fn demo(
             println!("  [{done:>3}/{total}] {c:<22} {o}");
         }
     };
-    let (saga, runs): (&str, Vec<(String, &'static str)>) = match args.example {
+    let children = match args.nodes {
+        Some(n) if n > 0 => Some(
+            NodeChildren::spawn(
+                n,
+                args.example,
+                url,
+                &data_dir,
+                args.seed,
+                args.step_timeout_ms,
+            )
+            .await?,
+        ),
+        _ => None,
+    };
+    if let (Some(n), false) = (args.nodes, quiet) {
+        println!(
+            "  (hosted by {n} `choreo node` process(es); this process only publishes and waits)"
+        );
+    }
+    let remote = args.nodes.is_some();
+    let result = run_example(args, cfg, &bus, data_dir, remote, progress).await;
+    if let Some(c) = children {
+        c.stop().await?;
+    }
+    let (saga, runs) = result?;
+    summarize(args, &bus, saga, runs, temporary).await
+}
+
+type Runs = (&'static str, Vec<(String, &'static str)>);
+
+async fn run_example(
+    args: &DemoArgs,
+    cfg: BusConfig,
+    bus: &choreo::Bus,
+    data_dir: PathBuf,
+    remote: bool,
+    progress: impl Fn(&str, &str, usize, usize),
+) -> anyhow::Result<Runs> {
+    let quiet = args.json;
+    Ok(match args.example {
         Example::Travel => {
-            let opts =
+            let mut opts =
                 choreo_example_travel::TravelOptions::new(args.trips, args.seed, data_dir.clone());
-            let s =
-                choreo_example_travel::run(cfg, &opts, |c, o, d, t| progress(c, o.as_str(), d, t))
-                    .await?;
+            if let Some(ms) = args.step_timeout_ms {
+                opts.step_timeout = std::time::Duration::from_millis(ms);
+            }
+            let report =
+                |c: &str, o: choreo_example_travel::Outcome, d, t| progress(c, o.as_str(), d, t);
+            let s = if remote {
+                choreo_example_travel::drive(bus, None, &opts, report).await?
+            } else {
+                choreo_example_travel::run(cfg, &opts, report).await?
+            };
             (
                 "trip",
                 s.trips.into_iter().map(|(c, o)| (c, o.as_str())).collect(),
             )
         }
         Example::Release => {
-            let opts = choreo_example_release::ReleaseOptions::new(
+            let mut opts = choreo_example_release::ReleaseOptions::new(
                 args.trips,
                 args.seed,
                 data_dir.clone(),
             );
+            if let Some(ms) = args.step_timeout_ms {
+                opts.approval_timeout = std::time::Duration::from_millis(ms);
+            }
             if !quiet {
                 println!("  (the demo's auto-approver stands in for a human; in real use: choreo approve RELEASE)");
             }
-            let s =
-                choreo_example_release::run(cfg, &opts, |c, o, d, t| progress(c, o.as_str(), d, t))
-                    .await?;
+            let report =
+                |c: &str, o: choreo_example_release::Outcome, d, t| progress(c, o.as_str(), d, t);
+            let s = if remote {
+                choreo_example_release::drive(bus, None, &opts, report).await?
+            } else {
+                choreo_example_release::run(cfg, &opts, report).await?
+            };
             (
                 "release",
                 s.releases
@@ -137,7 +198,16 @@ async fn demo(
                     .collect(),
             )
         }
-    };
+    })
+}
+
+async fn summarize(
+    args: &DemoArgs,
+    bus: &choreo::Bus,
+    saga: &str,
+    runs: Vec<(String, &'static str)>,
+    temporary: bool,
+) -> anyhow::Result<()> {
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for (_, o) in &runs {
         *counts.entry(o).or_default() += 1;
@@ -179,18 +249,106 @@ async fn demo(
         println!("  {line}");
     }
     println!("\nlook further:");
-    if temporary || args.data_dir.is_none() {
-        println!("  this run's server and store are gone; to keep them, run `choreo dev` in another terminal, then");
-        println!("  choreo demo --nats nats://127.0.0.1:4222 --data-dir .choreo/demo");
+    if temporary {
+        println!("  this run's server is gone; to keep the log and the saga state, run `choreo dev` in another terminal, then");
+        println!("  choreo demo --nats nats://127.0.0.1:4222");
         println!("and:");
     }
-    let dir = args
-        .data_dir
-        .as_ref()
-        .map_or(".choreo/demo".to_owned(), |d| d.display().to_string());
     println!("  choreo events {interesting}");
     println!("  choreo trace {interesting} --format mermaid");
-    println!("  choreo sagas list --saga {saga} --data-dir {dir}");
-    println!("  choreo replay {saga} {interesting} --data-dir {dir}");
+    println!("  choreo sagas list --saga {saga}");
+    println!("  choreo replay {saga} {interesting}");
+    println!("  choreo partitions");
     Ok(())
+}
+
+/// `choreo node` child processes hosting the example for `demo --nodes N`.
+struct NodeChildren {
+    children: Vec<tokio::process::Child>,
+}
+
+impl NodeChildren {
+    async fn spawn(
+        n: usize,
+        example: Example,
+        url: &str,
+        data_dir: &std::path::Path,
+        seed: u64,
+        step_timeout_ms: Option<u64>,
+    ) -> anyhow::Result<Self> {
+        use tokio::io::AsyncBufReadExt as _;
+        let exe = std::env::current_exe().context("locate the choreo binary")?;
+        let example = match example {
+            Example::Travel => "travel",
+            Example::Release => "release",
+        };
+        let mut out = Self {
+            children: Vec::new(),
+        };
+        let mut ready = Vec::new();
+        for i in 0..n {
+            let dir = data_dir.join(format!("node-{i}"));
+            let mut child = tokio::process::Command::new(&exe)
+                .args(["node", "--example", example, "--nats", url, "--seed"])
+                .arg(seed.to_string())
+                .arg("--data-dir")
+                .arg(&dir)
+                .args(
+                    step_timeout_ms
+                        .map(|ms| vec!["--step-timeout-ms".to_owned(), ms.to_string()])
+                        .unwrap_or_default(),
+                )
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("start node {i} ({})", exe.display()))?;
+            let stdout = child.stdout.take().context("node stdout")?;
+            ready.push(tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(stdout).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if line.starts_with(crate::node::READY) {
+                        return true;
+                    }
+                }
+                false
+            }));
+            out.children.push(child);
+        }
+        let all = futures::future::join_all(ready);
+        let started = tokio::time::timeout(std::time::Duration::from_secs(60), all)
+            .await
+            .context("the nodes did not start within 60 s")?;
+        if started.iter().any(|r| !matches!(r, Ok(true))) {
+            bail!("a node exited before it was ready (see its output above)");
+        }
+        Ok(out)
+    }
+
+    /// SIGTERM each node (a graceful leave) and wait for it; kill one that takes over 30 s.
+    async fn stop(mut self) -> anyhow::Result<()> {
+        for c in &self.children {
+            if let Some(pid) = c.id() {
+                let _ = tokio::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status()
+                    .await;
+            }
+        }
+        let mut failed = 0;
+        for c in &mut self.children {
+            match tokio::time::timeout(std::time::Duration::from_secs(30), c.wait()).await {
+                Ok(Ok(status)) if status.success() => {}
+                Ok(_) => failed += 1,
+                Err(_) => {
+                    let _ = c.kill().await;
+                    failed += 1;
+                }
+            }
+        }
+        if failed > 0 {
+            bail!("{failed} node(s) did not stop cleanly");
+        }
+        Ok(())
+    }
 }

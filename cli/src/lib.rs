@@ -23,8 +23,8 @@
 //! ```
 //!
 //! [`OperatorCommand`] is the operator subcommand set (`events`, `trace`, `sagas`, `replay`,
-//! `dlq`, `stats`) for embedding in an existing clap CLI; [`Operator`] is the whole `choreo`
-//! application (those plus `dev`, `demo`, `publish`, `tail`).
+//! `partitions`, `dlq`, `stats`) for embedding in an existing clap CLI; [`Operator`] is the whole
+//! `choreo` application (those plus `dev`, `demo`, `publish`, `tail`).
 
 mod approve;
 mod bench;
@@ -34,10 +34,13 @@ mod dev;
 mod dlq;
 mod events;
 mod format;
+mod node;
+mod partitions;
 mod publish;
 mod replay;
 mod sagas;
 mod stats;
+mod table;
 mod tail;
 
 use std::ffi::OsString;
@@ -51,6 +54,7 @@ use thiserror::Error;
 pub use approve::ApproveArgs;
 pub use dlq::DlqArgs;
 pub use events::{EventsArgs, TraceArgs};
+pub use partitions::PartitionsArgs;
 pub use replay::ReplayArgs;
 pub use sagas::SagasArgs;
 pub use stats::StatsArgs;
@@ -102,10 +106,12 @@ pub enum OperatorCommand {
     Events(EventsArgs),
     /// The causal tree of one correlation (tree, DOT or Mermaid).
     Trace(TraceArgs),
-    /// Inspect saga instances in a node's store (`list`, `show`).
+    /// Inspect saga instances in the state changelog (`list`, `show`), also while nodes run.
     Sagas(SagasArgs),
-    /// Replay a saga instance from the log and compare with the log and the store.
+    /// Replay a saga instance from the log and compare with the log and its changelog record.
     Replay(ReplayArgs),
+    /// Partitions: owner and epoch, changelog head, instances, events after the applied sequence.
+    Partitions(PartitionsArgs),
     /// Dead letters: `list`, `show`, `redrive`, `purge`.
     Dlq(DlqArgs),
     /// Queue lengths and sizes, read from JetStream.
@@ -120,8 +126,9 @@ impl OperatorCommand {
         match self {
             Self::Events(a) => events::run_events(a).await?,
             Self::Trace(a) => events::run_trace(a).await?,
-            Self::Sagas(a) => sagas::run(a)?,
+            Self::Sagas(a) => sagas::run(a).await?,
             Self::Replay(a) => replay::run(a, sagas).await?,
+            Self::Partitions(a) => partitions::run(a).await?,
             Self::Dlq(a) => dlq::run(a).await?,
             Self::Stats(a) => stats::run(a).await?,
             Self::Approve(a) => approve::run(a).await?,
@@ -149,6 +156,8 @@ enum Command {
     Dev(dev::DevArgs),
     /// Run an example swarm (travel, or release) end to end and print what happened.
     Demo(demo::DemoArgs),
+    /// Run one node hosting an example's actors and sagas until SIGTERM or Ctrl-C.
+    Node(node::NodeArgs),
     /// Publish one event (JSON data is converted to msgpack).
     Publish(publish::PublishArgs),
     /// Follow the log, one line per event.
@@ -240,6 +249,7 @@ impl Operator {
             match cli.command {
                 Command::Dev(a) => Ok(dev::run(a).await?),
                 Command::Demo(a) => Ok(demo::run(a).await?),
+                Command::Node(a) => Ok(node::run(a).await?),
                 Command::Publish(a) => Ok(publish::run(a).await?),
                 Command::Tail(a) => Ok(tail::run(a).await?),
                 Command::Bench(a) => Ok(bench::run(a).await?),

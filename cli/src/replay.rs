@@ -1,10 +1,11 @@
-//! `choreo replay`: rebuild a saga instance from the log and compare.
+//! `choreo replay`: rebuild a saga instance from the log and compare with the log and the
+//! instance's record in the state changelog.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
-use choreo::{Replayable, SagaId, Store};
+use choreo::{Changelog, Replayable, SagaId};
 use clap::Args;
 
 use crate::Conn;
@@ -16,8 +17,9 @@ pub struct ReplayArgs {
     saga: String,
     /// Instance id.
     id: String,
-    /// The node's data directory, to compare the final state with the stored one.
-    #[arg(long, env = "CHOREO_DATA_DIR")]
+    /// Deprecated (removed in the next release): compare with a stopped node's local store in
+    /// this directory instead of the changelog. Not taken from CHOREO_DATA_DIR or choreo.toml.
+    #[arg(long)]
     data_dir: Option<PathBuf>,
     #[command(flatten)]
     conn: Conn,
@@ -33,22 +35,32 @@ pub(crate) async fn run(args: ReplayArgs, sagas: &[Arc<dyn Replayable>]) -> anyh
         );
     };
     let instance = SagaId::new(args.id.as_str())?;
-    let store = match &args.data_dir {
-        Some(dir) => {
-            if !dir.join("conf").is_file() {
-                bail!("no saga store in {}", dir.display());
-            }
-            Some(Store::open(dir).context(
-                "open the store (stop the node, or omit --data-dir to compare with the log only)",
-            )?)
-        }
-        None => None,
-    };
     let bus = args.conn.bus().await?;
+    let stored = match &args.data_dir {
+        Some(dir) => crate::sagas::open_store(dir)?
+            .get(saga.saga_name(), instance.as_str())
+            .context("read the store (stop the node, or omit --data-dir to read the changelog)")?,
+        None => Changelog::new(&bus)
+            .find(saga.saga_name(), instance.as_str(), None)
+            .await
+            .context("read the instance's record from the changelog")?,
+    };
+    let log_only = stored.is_none();
     let report = saga
-        .replay_instance(&bus, store.as_ref(), &instance)
+        .replay_instance_against(&bus, stored, &instance)
         .await?;
     println!("{report}");
+    if log_only {
+        eprintln!(
+            "note: no record of {} / {instance} {}: compared with the log only",
+            saga.saga_name(),
+            if args.data_dir.is_some() {
+                "in the store"
+            } else {
+                "in the changelog"
+            }
+        );
+    }
     if !report.is_identical() {
         bail!("replay diverged");
     }

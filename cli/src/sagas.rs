@@ -1,13 +1,17 @@
-//! `choreo sagas`: inspect saga instances in a node's store.
+//! `choreo sagas`: inspect saga instances, read from the state changelog through NATS (works
+//! while nodes run), or from a node's local store with the deprecated `--data-dir`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use choreo::{InstanceRecord, SagaStatus, Store};
+use choreo::{ActorName, Changelog, InstanceRecord, SagaId, SagaStatus, Store};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+
+use crate::table::{Align, Table};
+use crate::Conn;
 
 /// Arguments of `choreo sagas`.
 #[derive(Debug, Args)]
@@ -17,18 +21,21 @@ pub struct SagasArgs {
 }
 
 #[derive(Debug, Args)]
-struct StoreArgs {
-    /// The node's data directory (its sled store).
-    #[arg(long, env = "CHOREO_DATA_DIR", default_value = ".choreo/node")]
-    data_dir: PathBuf,
+struct SourceArgs {
+    /// Deprecated (removed in the next release): read a stopped node's local store in this
+    /// directory instead of the changelog. Not taken from CHOREO_DATA_DIR or choreo.toml.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// Print JSON for scripts.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    conn: Conn,
 }
 
 #[derive(Debug, Subcommand)]
 enum SagasCommand {
-    /// List instances.
+    /// List instances (from the changelog).
     List {
         /// Only this saga.
         #[arg(long)]
@@ -37,7 +44,7 @@ enum SagasCommand {
         #[arg(long)]
         status: Option<SagaStatus>,
         #[command(flatten)]
-        store: StoreArgs,
+        source: SourceArgs,
     },
     /// Show one instance: state, status, compensations, timers, watermark.
     Show {
@@ -46,107 +53,151 @@ enum SagasCommand {
         /// Instance id.
         id: String,
         #[command(flatten)]
-        store: StoreArgs,
+        source: SourceArgs,
     },
 }
 
-fn open(dir: &Path) -> anyhow::Result<Store> {
+/// Open a stopped node's store for the deprecated `--data-dir`.
+pub(crate) fn open_store(dir: &Path) -> anyhow::Result<Store> {
+    eprintln!(
+        "warning: --data-dir is deprecated and will be removed: saga state is read from the \
+         changelog through --nats, also while nodes run"
+    );
     // Never create a store where there is none: sled would.
     if !dir.join("conf").is_file() {
         bail!(
-            "no saga store in {} (give the node's --data-dir)",
+            "no saga store in {} (give the node's --data-dir, or omit it to read the changelog)",
             dir.display()
         );
     }
-    Ok(Store::open(dir)?)
+    Store::open(dir)
+        .context("open the store (stop the node, or omit --data-dir to read the changelog)")
 }
 
-pub(crate) fn run(args: SagasArgs) -> anyhow::Result<()> {
+fn saga_name(saga: &str) -> anyhow::Result<ActorName> {
+    ActorName::new(saga).with_context(|| format!("invalid saga name {saga:?}"))
+}
+
+pub(crate) async fn run(args: SagasArgs) -> anyhow::Result<()> {
     match args.command {
         SagasCommand::List {
             saga,
             status,
-            store,
+            source,
         } => {
-            let s = open(&store.data_dir)?;
-            let records = s.list(saga.as_deref(), status)?;
-            if store.json {
+            if let Some(s) = &saga {
+                saga_name(s)?;
+            }
+            let records = match &source.data_dir {
+                Some(dir) => open_store(dir)?.list(saga.as_deref(), status)?,
+                None => {
+                    let bus = source.conn.bus().await?;
+                    Changelog::new(&bus).list(saga.as_deref(), status).await?
+                }
+            };
+            if source.json {
                 let list: Vec<Value> = records.iter().map(summary_json).collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                println!(
-                    "{:<16} {:<24} {:<12} {:>7} {:>6} {:<25} REASON",
-                    "SAGA", "INSTANCE", "STATUS", "APPLIED", "TIMERS", "UPDATED"
-                );
-                for r in &records {
-                    println!(
-                        "{:<16} {:<24} {:<12} {:>7} {:>6} {:<25} {}",
-                        r.saga,
-                        r.instance,
-                        r.status,
-                        r.applied,
-                        r.timers.len(),
-                        time_of(r.updated_ms),
-                        r.reason.as_deref().unwrap_or("")
-                    );
-                }
-                println!("{} instance(s)", records.len());
+                print_list(&records);
             }
         }
-        SagasCommand::Show { saga, id, store } => {
-            let s = open(&store.data_dir)?;
-            let r = s.get(&saga, &id)?.with_context(|| {
-                format!(
-                    "no instance {id} of saga {saga} in {}",
-                    store.data_dir.display()
-                )
+        SagasCommand::Show { saga, id, source } => {
+            saga_name(&saga)?;
+            SagaId::new(id.as_str()).with_context(|| format!("invalid instance id {id:?}"))?;
+            let found = match &source.data_dir {
+                Some(dir) => open_store(dir)?.get(&saga, &id)?,
+                None => {
+                    let bus = source.conn.bus().await?;
+                    Changelog::new(&bus).find(&saga, &id, None).await?
+                }
+            };
+            let r = found.with_context(|| match &source.data_dir {
+                Some(dir) => format!("no instance {id} of saga {saga} in {}", dir.display()),
+                None => format!("no instance {id} of saga {saga} in the changelog"),
             })?;
             let detail = detail_json(&r);
-            if store.json {
+            if source.json {
                 println!("{}", serde_json::to_string_pretty(&detail)?);
             } else {
-                println!("saga:        {}", r.saga);
-                println!("instance:    {}", r.instance);
-                println!("correlation: {}", r.correlation);
-                println!(
-                    "status:      {}{}",
-                    r.status,
-                    r.reason
-                        .as_ref()
-                        .map(|x| format!(" ({x})"))
-                        .unwrap_or_default()
-                );
-                println!(
-                    "applied:     {} input(s), last applied stream seq {}",
-                    r.applied, r.watermark
-                );
-                println!("created:     {}", time_of(r.created_ms));
-                println!("updated:     {}", time_of(r.updated_ms));
-                println!(
-                    "awaits:      {}",
-                    if r.waits.is_empty() {
-                        "-".to_owned()
-                    } else {
-                        r.waits.join(", ")
-                    }
-                );
-                println!("timers:");
-                for (name, due) in &r.timers {
-                    println!("  {name:<20} due {}", time_of(*due));
-                }
-                println!("compensation stack (emitted last-first on failure):");
-                for c in r.compensations.iter().rev() {
-                    println!("  {} {}", c.ty, msgpack_json(&c.data));
-                }
-                println!("state (schema v{}):", r.state_version);
-                println!("{}", serde_json::to_string_pretty(&detail["state"])?);
+                print_detail(&r, &detail)?;
             }
         }
     }
     Ok(())
 }
 
-fn time_of(ms: i64) -> String {
+fn print_list(records: &[InstanceRecord]) {
+    let mut t = Table::new(&[
+        ("SAGA", Align::Left),
+        ("INSTANCE", Align::Left),
+        ("STATUS", Align::Left),
+        ("PARTITION", Align::Right),
+        ("APPLIED", Align::Right),
+        ("TIMERS", Align::Right),
+        ("UPDATED", Align::Left),
+        ("REASON", Align::Left),
+    ]);
+    for r in records {
+        t.row(vec![
+            r.saga.clone(),
+            r.instance.clone(),
+            r.status.to_string(),
+            r.partition.to_string(),
+            r.applied.to_string(),
+            r.timers.len().to_string(),
+            time_of(r.updated_ms),
+            r.reason.clone().unwrap_or_default(),
+        ]);
+    }
+    t.print();
+    println!("{} instance(s)", records.len());
+}
+
+fn print_detail(r: &InstanceRecord, detail: &Value) -> anyhow::Result<()> {
+    println!("saga:        {}", r.saga);
+    println!("instance:    {}", r.instance);
+    println!("correlation: {}", r.correlation);
+    println!(
+        "status:      {}{}",
+        r.status,
+        r.reason
+            .as_ref()
+            .map(|x| format!(" ({x})"))
+            .unwrap_or_default()
+    );
+    println!(
+        "partition:   {} (written by commit {})",
+        r.partition, r.commit
+    );
+    println!(
+        "applied:     {} input(s), last applied stream seq {}",
+        r.applied, r.watermark
+    );
+    println!("created:     {}", time_of(r.created_ms));
+    println!("updated:     {}", time_of(r.updated_ms));
+    println!(
+        "awaits:      {}",
+        if r.waits.is_empty() {
+            "-".to_owned()
+        } else {
+            r.waits.join(", ")
+        }
+    );
+    println!("timers:");
+    for (name, due) in &r.timers {
+        println!("  {name:<20} due {}", time_of(*due));
+    }
+    println!("compensation stack (emitted last-first on failure):");
+    for c in r.compensations.iter().rev() {
+        println!("  {} {}", c.ty, msgpack_json(&c.data));
+    }
+    println!("state (schema v{}):", r.state_version);
+    println!("{}", serde_json::to_string_pretty(&detail["state"])?);
+    Ok(())
+}
+
+pub(crate) fn time_of(ms: i64) -> String {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
@@ -165,6 +216,8 @@ fn summary_json(r: &InstanceRecord) -> Value {
         "instance": r.instance,
         "correlation": r.correlation,
         "status": r.status,
+        "partition": r.partition,
+        "commit": r.commit,
         "applied": r.applied,
         "timers": r.timers.len(),
         "updated": time_of(r.updated_ms),

@@ -114,7 +114,7 @@ async fn demo_on_a_given_server_keeps_a_store_the_operator_commands_can_read() -
         .sum();
     assert_eq!(total, 8);
 
-    // The store survived the demo: list it, and replay a trip with the shipped binary.
+    // The changelog holds both runs: list it, and replay a trip with the shipped binary.
     let list = choreo()
         .args([
             "sagas",
@@ -122,8 +122,8 @@ async fn demo_on_a_given_server_keeps_a_store_the_operator_commands_can_read() -
             "--saga",
             "trip",
             "--json",
-            "--data-dir",
-            data_arg,
+            "--nats",
+            &server.url(),
         ])
         .output()
         .await?;
@@ -140,15 +140,7 @@ async fn demo_on_a_given_server_keeps_a_store_the_operator_commands_can_read() -
         .context("a correlation")?
         .to_owned();
     let replay = choreo()
-        .args([
-            "replay",
-            "trip",
-            &some_trip,
-            "--nats",
-            &server.url(),
-            "--data-dir",
-            data_arg,
-        ])
+        .args(["replay", "trip", &some_trip, "--nats", &server.url()])
         .output()
         .await?;
     let text = String::from_utf8_lossy(&replay.stdout);

@@ -145,4 +145,30 @@ pub enum ServerError {
         /// Tail of the server's output.
         log: String,
     },
+    /// The server has no running process (it was killed or stopped).
+    #[error("nats-server on port {port} is not running")]
+    NotRunning {
+        /// The port.
+        port: u16,
+    },
+    /// A cluster has no server with this index.
+    #[error("the cluster has no server {index} (it has {len})")]
+    NoSuchServer {
+        /// The index asked for.
+        index: usize,
+        /// Number of servers in the cluster.
+        len: usize,
+    },
+    /// A cluster did not become usable (JetStream meta leader, replicated streams) in time.
+    #[error("nats-server cluster of {servers} did not become ready within {secs} s: {reason}; logs: {log}")]
+    ClusterNotReady {
+        /// Number of servers in the cluster.
+        servers: usize,
+        /// Seconds waited.
+        secs: u64,
+        /// The last failure seen.
+        reason: String,
+        /// Tail of the servers' output.
+        log: String,
+    },
 }

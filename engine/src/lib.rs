@@ -85,19 +85,20 @@ pub use history::{CausalTree, History, HistoryEntry, NodeKind, TreeNode};
 pub use metrics::{ActorMetrics, Metrics, SagaGauges};
 pub use model::{PartitionHead, PendingEvent};
 pub use node::{
-    Node, NodeBuilder, PartitionHealth, RunningNode, DEFAULT_MAX_DELIVERIES, DEFAULT_MAX_DEPTH,
-    DEFAULT_SAGA_BATCH,
+    run_to_end, Node, NodeBuilder, PartitionHealth, RunningNode, DEFAULT_MAX_DELIVERIES,
+    DEFAULT_MAX_DEPTH, DEFAULT_SAGA_BATCH,
 };
 pub use reactor::{EmitError, ReactContext, ReactError, Reactor};
 pub use retry::{RetryPolicy, RetryPolicyBuilder};
 pub use saga::{
-    assert_replays, replay, Compensation, Divergence, InstanceRecord, Lifecycle, ReplayError,
-    ReplayReport, Replayable, RoutingSlip, RoutingSlipBuilder, Saga, SagaContext, SagaError,
-    SagaStatus, SlipState, SlipStep, LIFECYCLE_TYPES, SAGA_COMPENSATED, SAGA_COMPENSATING,
-    SAGA_COMPLETED, SAGA_FAILED, SAGA_FAULTED, SAGA_STARTED, SAGA_TIMED_OUT,
+    assert_replays, replay, replay_against, Compensation, Divergence, InstanceRecord, Lifecycle,
+    ReplayError, ReplayReport, Replayable, RoutingSlip, RoutingSlipBuilder, Saga, SagaContext,
+    SagaError, SagaStatus, SlipState, SlipStep, LIFECYCLE_TYPES, SAGA_COMPENSATED,
+    SAGA_COMPENSATING, SAGA_COMPLETED, SAGA_FAILED, SAGA_FAULTED, SAGA_STARTED, SAGA_TIMED_OUT,
 };
 pub use server::{
-    free_port, NatsServer, ServerBinary, ServerOptions, ENV_NATS_SERVER, PROJECT_LOCAL_SERVER,
+    free_port, ClusterOptions, NatsCluster, NatsServer, ServerBinary, ServerOptions,
+    ENV_NATS_SERVER, PROJECT_LOCAL_SERVER,
 };
 pub use store::{Store, StoreError, TimerEntry};
 #[cfg(feature = "otlp")]

@@ -294,7 +294,13 @@ async fn connect_client(cfg: &BusConfig) -> Result<Client, BusError> {
     if let Some((cert, key)) = &cfg.tls.client_cert {
         opts = opts.add_client_certificate(cert.clone(), key.clone());
     }
-    opts.connect(cfg.url.as_str())
-        .await
-        .map_err(|e| err(e.to_string()))
+    // Several servers (a cluster): comma-separated; the client fails over between them.
+    let servers: Vec<String> = cfg
+        .url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect();
+    opts.connect(servers).await.map_err(|e| err(e.to_string()))
 }

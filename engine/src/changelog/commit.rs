@@ -134,6 +134,8 @@ mod tests {
             partition: 0,
             commit: applied,
             outbox: Vec::new(),
+            epoch: 0,
+            owner: String::new(),
         }
     }
 

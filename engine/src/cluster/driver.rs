@@ -61,6 +61,18 @@ pub async fn read_leases(bus: &Bus) -> Result<BTreeMap<u16, (Lease, u64)>, BusEr
     Ok(out)
 }
 
+/// The next entry of a watch; `None` ends the watch (it is dropped, ticks go on).
+async fn next_entry(watch: &mut Option<kv::Watch>) -> Option<kv::Entry> {
+    let w = watch.as_mut()?;
+    match w.next().await {
+        Some(Ok(entry)) => Some(entry),
+        _ => {
+            *watch = None;
+            None
+        }
+    }
+}
+
 /// The ownership loop of one node.
 pub(crate) struct Ownership {
     me: NodeId,
@@ -100,9 +112,28 @@ impl Ownership {
         let every = (self.ttl / 3).max(Duration::from_millis(100));
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A released lease or a member leaving is acted on at once, not at the next tick.
+        // Heartbeats and renewals are puts of known keys: they change nothing.
+        let mut changes = self.leases.watch_all().await.ok();
+        let mut members = self.members.watch_all().await.ok();
+        let mut known: BTreeSet<String> = BTreeSet::new();
         loop {
             tokio::select! {
                 _ = tick.tick() => self.tick().await,
+                Some(entry) = next_entry(&mut changes) => {
+                    if matches!(entry.operation, kv::Operation::Delete | kv::Operation::Purge) {
+                        self.tick().await;
+                    }
+                }
+                Some(entry) = next_entry(&mut members) => {
+                    let changed = match entry.operation {
+                        kv::Operation::Put => known.insert(entry.key),
+                        kv::Operation::Delete | kv::Operation::Purge => known.remove(&entry.key),
+                    };
+                    if changed {
+                        self.tick().await;
+                    }
+                }
                 _ = stop.changed() => break,
             }
             if *stop.borrow() {

@@ -113,6 +113,12 @@ pub struct InstanceRecord {
     /// Number of the partition commit that wrote this record.
     #[serde(default)]
     pub commit: u64,
+    /// Epoch of the owner that wrote it (the fence it committed under).
+    #[serde(default)]
+    pub epoch: u64,
+    /// Node id of the owner that wrote it.
+    #[serde(default)]
+    pub owner: String,
     /// Events this record's commit decided, in order: published after the commit. A new owner
     /// re-publishes those of the partition's last commit (their ids deduplicate).
     #[serde(default)]

@@ -74,6 +74,16 @@ impl Processors {
         futures::future::join_all(all.into_iter().map(|p| self.stop_one(p, false))).await;
     }
 
+    /// Abort every processor (a simulated crash).
+    pub(crate) fn abort_all(&self) {
+        if let Ok(mut r) = self.running.lock() {
+            for (p, h) in std::mem::take(&mut *r) {
+                h.task.abort();
+                self.env.routes.remove(p);
+            }
+        }
+    }
+
     async fn stop_one(&self, p: u16, forget: bool) {
         let handle = match self.running.lock() {
             Ok(mut r) => r.remove(&p),

@@ -5,6 +5,7 @@ mod host;
 mod watch;
 
 pub use host::PartitionHealth;
+pub use watch::run_to_end;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -520,6 +521,24 @@ impl RunningNode {
                 });
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stop every task at once without committing, releasing or leaving: what a crash (kill -9)
+    /// looks like to the rest of the cluster, whose nodes take the partitions over after the
+    /// lease TTL. For failover tests and benchmarks.
+    pub fn abort(mut self) {
+        for (_, t) in self.tasks.drain(..) {
+            t.abort();
+        }
+        if let Some((_, t)) = self.ownership.take() {
+            t.abort();
+        }
+        if let Some(p) = self.processors.take() {
+            p.abort_all();
+        }
+        for t in self.background.drain(..) {
+            t.abort();
         }
     }
 

@@ -6,25 +6,42 @@ use std::time::Duration;
 use choreo_schemas::{Event, EventType};
 use futures::StreamExt;
 
+use crate::bus::Bus;
+use crate::changelog::Changelog;
 use crate::error::NodeError;
 use crate::model::InstanceRecord;
 use crate::node::RunningNode;
 use crate::saga::{SAGA_COMPENSATED, SAGA_COMPLETED, SAGA_FAULTED};
+use crate::store::Store;
 
 impl RunningNode {
     /// Publish `roots` (each starts an instance of `saga`, keyed by its correlation) and wait
     /// until every instance has ended (completed, compensated or faulted), or `deadline` passed.
     /// `on_end(record, ended, total)` is called as each ends. Returns the final records in the
-    /// order of `roots`.
+    /// order of `roots`. The instances may be owned by any node of the cluster.
     pub async fn run_to_end(
         &self,
         saga: &str,
         roots: &[Event],
         deadline: Duration,
-        mut on_end: impl FnMut(&InstanceRecord, usize, usize),
+        on_end: impl FnMut(&InstanceRecord, usize, usize),
     ) -> Result<Vec<InstanceRecord>, NodeError> {
-        let changelog = self.changelog().clone();
-        let bus = self.bus();
+        run_to_end(self.bus(), self.store(), saga, roots, deadline, on_end).await
+    }
+}
+
+/// [`RunningNode::run_to_end`] from a process that hosts nothing (the nodes run elsewhere):
+/// outcomes are read from the changelog (and from `store` first, when given).
+pub async fn run_to_end(
+    bus: &Bus,
+    store: Option<&Store>,
+    saga: &str,
+    roots: &[Event],
+    deadline: Duration,
+    mut on_end: impl FnMut(&InstanceRecord, usize, usize),
+) -> Result<Vec<InstanceRecord>, NodeError> {
+    {
+        let changelog = Changelog::new(bus);
         let filters = [SAGA_COMPLETED, SAGA_COMPENSATED, SAGA_FAULTED]
             .iter()
             .filter_map(|t| EventType::new(*t).ok())
@@ -54,7 +71,7 @@ impl RunningNode {
             }
             // The instance may live on another node: read it from the changelog, which holds
             // the commit before its lifecycle event is published.
-            let record = match self.store().map(|s| s.get(saga, &corr)) {
+            let record = match store.map(|s| s.get(saga, &corr)) {
                 Some(Ok(Some(r))) if r.status.is_terminal() => Some(r),
                 _ => changelog.find(saga, &corr, Some(&corr)).await?,
             };

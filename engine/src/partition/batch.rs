@@ -8,6 +8,14 @@ use choreo_schemas::Event;
 
 use crate::model::{InstanceRecord, PendingEvent, Transition};
 
+/// Who writes a commit, and which.
+pub(crate) struct Stamp {
+    pub(crate) partition: u16,
+    pub(crate) commit: u64,
+    pub(crate) epoch: u64,
+    pub(crate) owner: String,
+}
+
 #[derive(Default)]
 pub(crate) struct Batch {
     pub(crate) records: Vec<InstanceRecord>,
@@ -28,13 +36,16 @@ impl Batch {
             .and_then(|i| self.records.get(*i))
     }
 
-    /// Add a decided transition, stamped with the commit number it will be written in.
-    pub(crate) fn add(&mut self, t: Transition, partition: u16, commit: u64) {
+    /// Add a decided transition, stamped with the commit (number, epoch, owner) it will be
+    /// written in.
+    pub(crate) fn add(&mut self, t: Transition, at: &Stamp) {
         let Transition {
             mut record, outbox, ..
         } = t;
-        record.partition = partition;
-        record.commit = commit;
+        record.partition = at.partition;
+        record.commit = at.commit;
+        record.epoch = at.epoch;
+        record.owner.clone_from(&at.owner);
         let key = (record.saga.clone(), record.instance.clone());
         let mut pending = match self.index.get(&key).and_then(|i| self.records.get(*i)) {
             Some(prev) => prev.outbox.clone(),

@@ -34,12 +34,12 @@ pub(crate) fn filters(env: &PartitionEnv, partition: u16) -> Vec<String> {
     out
 }
 
-/// Open the partition's inputs after `applied_seq`.
+/// Open the partition's inputs after `applied_seq`; also returns how many were pending then.
 pub(crate) async fn open(
     env: &PartitionEnv,
     partition: u16,
     applied_seq: u64,
-) -> Result<Inputs, BusError> {
+) -> Result<(Inputs, u64), BusError> {
     let stream_name = env.bus.config().events_stream();
     let what = format!("inputs of partition {partition}");
     let stream = env
@@ -62,5 +62,10 @@ pub(crate) async fn open(
         })
         .await
         .map_err(|e| BusError::js(what.clone(), e))?;
-    consumer.messages().await.map_err(|e| BusError::js(what, e))
+    let pending = consumer.cached_info().num_pending;
+    let messages = consumer
+        .messages()
+        .await
+        .map_err(|e| BusError::js(what, e))?;
+    Ok((messages, pending))
 }

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info_span, warn, Instrument};
 
-use super::batch::Batch;
+use super::batch::{Batch, Stamp};
 use super::timers::{now_ms, TimerJob};
 use super::{inputs, takeover, Exit, PartitionEnv, ProcessorHealth};
 use crate::bus::DlqReason;
@@ -38,6 +38,14 @@ pub(crate) struct Processor {
     published: u64,
     /// Highest input sequence applied.
     applied_seq: u64,
+    /// Inputs stored but not yet delivered, as of the last delivery. Timers wait while it is
+    /// not zero: an answer already on the log is applied before a timeout that would race it
+    /// (after a takeover or under a backlog the wall clock is ahead of the log).
+    backlog: u64,
+    /// Stored time (Unix ms) of the last input delivered.
+    log_ms: i64,
+    /// Due timers waiting for the backlog to drain.
+    deferred: Vec<TimerJob>,
 }
 
 type Step = Result<(), Exit>;
@@ -68,6 +76,9 @@ impl Processor {
             commit: 0,
             published: 0,
             applied_seq: 0,
+            backlog: 0,
+            log_ms: 0,
+            deferred: Vec::new(),
         }
     }
 
@@ -118,7 +129,10 @@ impl Processor {
                     return Exit::Stopped;
                 }
                 match inputs::open(&self.env, self.partition, self.applied_seq).await {
-                    Ok(s) => break s,
+                    Ok((s, pending)) => {
+                        self.backlog = pending;
+                        break s;
+                    }
                     Err(e) => {
                         warn!(partition = self.partition, error = %e, "cannot open the partition's inputs; retrying");
                         tokio::select! {
@@ -134,14 +148,23 @@ impl Processor {
                     || self.applied_seq > self.written.applied_seq;
                 let step = tokio::select! {
                     biased;
-                    _ = stop.changed() => return Exit::Stopped,
+                    _ = stop.changed() => {
+                        // A graceful stop leaves the head saying what is on the log, so the next
+                        // owner publishes nothing again (however late it comes).
+                        if unmarked {
+                            if let Err(exit) = self.mark().await {
+                                return exit;
+                            }
+                        }
+                        return Exit::Stopped;
+                    }
                     job = timers.recv() => match job {
                         Some(job) => {
-                            let mut jobs = vec![job];
+                            self.deferred.push(job);
                             while let Ok(more) = timers.try_recv() {
-                                jobs.push(more);
+                                self.deferred.push(more);
                             }
-                            self.apply_timers(jobs).await
+                            self.fire_due().await
                         }
                         None => return Exit::Stopped,
                     },
@@ -151,7 +174,10 @@ impl Processor {
                                 .into_iter()
                                 .filter_map(|m| m.map_err(|e| debug!(error = %e, "input stream error")).ok())
                                 .collect();
-                            self.apply_messages(msgs).await
+                            match self.apply_messages(msgs).await {
+                                Ok(()) => self.fire_due().await,
+                                err => err,
+                            }
                         }
                         None => continue 'open,
                     },
@@ -199,6 +225,11 @@ impl Processor {
 
     async fn apply_message(&mut self, batch: &mut Batch, msg: &Message) -> Step {
         let (seq, _) = delivery_info(msg);
+        if let Ok(info) = msg.info() {
+            self.backlog = info.pending;
+            self.log_ms =
+                i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        }
         if seq != 0 && seq <= self.applied_seq.max(batch.applied_seq) {
             return Ok(()); // a redelivery after the consumer was re-created
         }
@@ -311,7 +342,7 @@ impl Processor {
                     if let Some(c) = &counters {
                         c.handled();
                     }
-                    batch.add(t, self.partition, self.commit.saturating_add(1));
+                    batch.add(t, &self.stamp());
                     batch.inputs += 1;
                     return Ok(());
                 }
@@ -330,7 +361,7 @@ impl Processor {
                         )
                         .await?;
                     }
-                    batch.add(transition, self.partition, self.commit.saturating_add(1));
+                    batch.add(transition, &self.stamp());
                     batch.inputs += 1;
                     return Ok(());
                 }
@@ -354,11 +385,7 @@ impl Processor {
                                     )
                                     .await?;
                                 }
-                                batch.add(
-                                    transition,
-                                    self.partition,
-                                    self.commit.saturating_add(1),
-                                );
+                                batch.add(transition, &self.stamp());
                                 batch.inputs += 1;
                             }
                             Decision::Skip(_) | Decision::Retry(_) => {}
@@ -372,6 +399,23 @@ impl Processor {
                 }
             }
         }
+    }
+
+    /// Apply the deferred timers that no waiting input could precede: all of them once nothing
+    /// stored is waiting, else those due before the stored time of the last input delivered
+    /// (every input stored earlier has been applied, in log order).
+    async fn fire_due(&mut self) -> Step {
+        if self.deferred.is_empty() {
+            return Ok(());
+        }
+        let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .partition(|j| self.backlog == 0 || j.entry.due_ms <= self.log_ms);
+        self.deferred = wait;
+        if ready.is_empty() {
+            return Ok(());
+        }
+        self.apply_timers(ready).await
     }
 
     async fn apply_timers(&mut self, jobs: Vec<TimerJob>) -> Step {
@@ -426,6 +470,15 @@ impl Processor {
         publish_dead_letter(&self.env.bus, actor, counters, seq, msg, &reason, attempts)
             .await
             .map_err(|e| Exit::Failed(format!("cannot write a dead letter: {e}")))
+    }
+
+    fn stamp(&self) -> Stamp {
+        Stamp {
+            partition: self.partition,
+            commit: self.commit.saturating_add(1),
+            epoch: self.epoch,
+            owner: self.env.node.to_string(),
+        }
     }
 
     fn next_head(&self, commit: u64, applied_seq: u64) -> PartitionHead {

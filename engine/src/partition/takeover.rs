@@ -122,6 +122,29 @@ async fn attempt(env: &PartitionEnv, partition: u16, epoch: u64) -> Result<Resto
                 }
             }
         }
+        // Within the duplicate window JetStream drops copies by id; past it (the partition went
+        // ownerless for long), publish only what the log does not hold yet.
+        let window =
+            i64::try_from(env.bus.config().duplicate_window.as_millis()).unwrap_or(i64::MAX);
+        let last_write = last.as_ref().map_or(0, |h| h.written_ms);
+        if now_ms().saturating_sub(last_write) > window / 2 {
+            let mut missing = Vec::with_capacity(events.len());
+            for e in events {
+                let subject = env.bus.subject_of(&e);
+                let stored = env
+                    .bus
+                    .read_events(&subject)
+                    .await
+                    .map_err(|err| Attempt::Retry(format!("read {subject}: {err}")))?;
+                if !stored
+                    .iter()
+                    .any(|s| s.event.as_ref().is_ok_and(|x| x.id == e.id))
+                {
+                    missing.push(e);
+                }
+            }
+            events = missing;
+        }
         env.bus
             .publish_all(&events)
             .await

@@ -183,7 +183,10 @@ impl<R: Reactor> Driver<R> {
             loop {
                 tokio::select! {
                     biased;
-                    _ = shutdown.changed() => break 'outer,
+                    _ = shutdown.changed() => {
+                        release_buffered(&mut messages, self.env.settings.fetch_batch, self.name.as_str()).await;
+                        break 'outer;
+                    }
                     next = messages.next() => match next {
                         Some(Ok(msg)) => {
                             let lane = lane_for(self.env.bus.subjects(), msg.subject.as_str(), lanes);
@@ -353,6 +356,45 @@ fn lane_for(subjects: &choreo_schemas::Subjects, subject: &str, lanes: usize) ->
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     usize::try_from(h % (lanes as u64)).unwrap_or(0)
+}
+
+/// On a graceful stop, hand back the deliveries this node fetched but no lane started: a nak
+/// makes JetStream redeliver each at once (to another node, or to this one at its next start),
+/// instead of after `ack_wait`. Bounded: at most one fetch batch, within a short grace (a nak'ed
+/// message may come straight back to this still-open pull); anything else returns after
+/// `ack_wait`.
+async fn release_buffered(
+    messages: &mut async_nats::jetstream::consumer::pull::Stream,
+    max: usize,
+    who: &str,
+) {
+    const GRACE: Duration = Duration::from_millis(50);
+    let deadline = tokio::time::Instant::now() + GRACE * 4;
+    let mut released = 0usize;
+    let mut seen = std::collections::HashSet::new();
+    while released < max && tokio::time::Instant::now() < deadline {
+        let Ok(Some(next)) = tokio::time::timeout(GRACE, messages.next()).await else {
+            break;
+        };
+        let Ok(msg) = next else { continue };
+        let (seq, _) = delivery_info(&msg);
+        if !seen.insert(seq) {
+            break; // our own nak came back: nobody else is pulling right now
+        }
+        if msg
+            .ack_with(async_nats::jetstream::AckKind::Nak(None))
+            .await
+            .is_ok()
+        {
+            released += 1;
+        }
+    }
+    if released > 0 {
+        debug!(
+            actor = who,
+            released, "handed back fetched deliveries at shutdown"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -307,6 +307,8 @@ fn new_record<S: Saga>(
         partition: 0,
         commit: 0,
         outbox: Vec::new(),
+        epoch: 0,
+        owner: String::new(),
     }
 }
 

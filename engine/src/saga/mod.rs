@@ -23,7 +23,9 @@ pub use lifecycle::{
     Lifecycle, LIFECYCLE_TYPES, SAGA_COMPENSATED, SAGA_COMPENSATING, SAGA_COMPLETED, SAGA_FAILED,
     SAGA_FAULTED, SAGA_STARTED, SAGA_TIMED_OUT,
 };
-pub use replay::{assert_replays, replay, Divergence, ReplayError, ReplayReport, Replayable};
+pub use replay::{
+    assert_replays, replay, replay_against, Divergence, ReplayError, ReplayReport, Replayable,
+};
 pub use slip::{RoutingSlip, RoutingSlipBuilder, SlipState, SlipStep};
 
 /// A process manager. `handle` and `on_timeout` are **pure**: no I/O, no clock, no randomness

@@ -5,6 +5,11 @@
 //! records, each put back at the input index (`applied`) it fired at. For every input the
 //! replayed outputs (deterministic ids) must be on the log with the same type and data, and
 //! nothing more; at the end the replayed record must equal the stored one.
+//!
+//! The stored record may come from a node's store ([`replay`]) or from anywhere else, the
+//! changelog included ([`Replayable::replay_instance_against`]). Given one, replay stops where
+//! the record stands (events up to its watermark, timer firings before its applied count), so an
+//! instance that is still receiving inputs compares with the snapshot it was read at.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -116,6 +121,14 @@ pub trait Replayable: Send + Sync {
         store: Option<&'a Store>,
         instance: &'a SagaId,
     ) -> BoxFuture<'a, Result<ReplayReport, ReplayError>>;
+    /// Replay one instance and compare with `stored`, a record read from anywhere (the
+    /// changelog's latest, typically); `None` compares with the log only.
+    fn replay_instance_against<'a>(
+        &'a self,
+        bus: &'a Bus,
+        stored: Option<InstanceRecord>,
+        instance: &'a SagaId,
+    ) -> BoxFuture<'a, Result<ReplayReport, ReplayError>>;
 }
 
 impl<S: Saga> Replayable for S {
@@ -129,6 +142,14 @@ impl<S: Saga> Replayable for S {
         instance: &'a SagaId,
     ) -> BoxFuture<'a, Result<ReplayReport, ReplayError>> {
         Box::pin(replay(self, bus, store, instance))
+    }
+    fn replay_instance_against<'a>(
+        &'a self,
+        bus: &'a Bus,
+        stored: Option<InstanceRecord>,
+        instance: &'a SagaId,
+    ) -> BoxFuture<'a, Result<ReplayReport, ReplayError>> {
+        Box::pin(replay_against(self, bus, stored, instance))
     }
 }
 
@@ -144,11 +165,25 @@ pub async fn replay<S: Saga>(
     store: Option<&Store>,
     instance: &SagaId,
 ) -> Result<ReplayReport, ReplayError> {
-    let name = saga.name().to_owned();
     let stored = match store {
-        Some(s) => s.get(&name, instance.as_str())?,
+        Some(s) => s.get(saga.name(), instance.as_str())?,
         None => None,
     };
+    replay_against(saga, bus, stored, instance).await
+}
+
+/// Replay one instance of `saga` from the log; compare with the log and, if given, the stored
+/// record (from a store or the changelog), up to where that record stands.
+pub async fn replay_against<S: Saga>(
+    saga: &S,
+    bus: &Bus,
+    stored: Option<InstanceRecord>,
+    instance: &SagaId,
+) -> Result<ReplayReport, ReplayError> {
+    let name = saga.name().to_owned();
+    // With a stored record, replay what it reflects: events up to its watermark (later ones
+    // were not applied when it was written) and timer firings before its applied count.
+    let limit = stored.as_ref().map(|s| (s.watermark, s.applied));
     let correlation = match &stored {
         Some(r) => CorrelationId::new(r.correlation.as_str()),
         None => CorrelationId::new(instance.as_str()),
@@ -168,10 +203,15 @@ pub async fn replay<S: Saga>(
         .map(|e| (e.event.id, &e.event))
         .collect();
     let source = format!("/sagas/{name}");
-    // Timer firings by the input index they fired at.
+    // Timer firings by the input index they fired at; a record stored twice (re-published after
+    // the duplicate window) is one firing.
     let mut firings: BTreeMap<u64, Vec<(String, i64)>> = BTreeMap::new();
+    let mut firing_ids: BTreeSet<EventId> = BTreeSet::new();
     for e in &history.events {
-        if e.event.ty.as_str() == SAGA_TIMED_OUT && e.event.source == source {
+        if e.event.ty.as_str() == SAGA_TIMED_OUT
+            && e.event.source == source
+            && firing_ids.insert(e.event.id)
+        {
             if let Ok(l) = e.event.decode_as::<Lifecycle>() {
                 if l.instance == instance.as_str() {
                     if let (Some(t), Some(d)) = (l.timer, l.due_ms) {
@@ -212,11 +252,15 @@ pub async fn replay<S: Saga>(
             && inputs.contains(&e.event.ty)
             && saga.instance_of(&e.event).as_ref() == Some(instance)
             && !never_applied.contains(&(e.event.id, e.sequence))
+            && limit.is_none_or(|(watermark, _)| e.sequence <= watermark)
     });
     for entry in events.map(Some).chain(std::iter::once(None)) {
         // Timer firings recorded at the current input index come first.
         loop {
             let applied = record.as_ref().map_or(0, |r| r.applied);
+            if limit.is_some_and(|(_, stored_applied)| applied >= stored_applied) {
+                break;
+            }
             let Some(due) = firings.remove(&applied) else {
                 break;
             };

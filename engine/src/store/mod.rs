@@ -412,6 +412,8 @@ mod tests {
             partition: p,
             commit: 1,
             outbox: Vec::new(),
+            epoch: 0,
+            owner: String::new(),
         }
     }
 

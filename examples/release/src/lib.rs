@@ -20,5 +20,7 @@ pub use actors::{
 pub use domain::{
     DeployCompleted, DeployRequested, ReleaseRequested, RollbackCompleted, RollbackRequested,
 };
-pub use run::{classify, node, predict, release_event, run, Outcome, ReleaseOptions, Summary};
+pub use run::{
+    classify, drive, node, predict, release_event, run, Outcome, ReleaseOptions, Summary,
+};
 pub use saga::{Phase, ReleaseSaga, ReleaseState};

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use choreo::{
-    BusConfig, CorrelationId, Event, EventId, InstanceRecord, Node, RunningNode, SagaStatus,
+    Bus, BusConfig, CorrelationId, Event, EventId, InstanceRecord, Node, RunningNode, SagaStatus,
+    Store,
 };
 use choreo_agents::{Agent, Executor, Model, Planner, Verifier};
 use choreo_services::Ledger;
@@ -61,6 +62,10 @@ pub struct ReleaseOptions {
     pub model: Arc<dyn Model>,
     /// Give up waiting after this long.
     pub deadline: Duration,
+    /// The node's id in the cluster (default: generated).
+    pub node_id: Option<String>,
+    /// Lease TTL of partition ownership.
+    pub lease_ttl: Duration,
 }
 
 impl std::fmt::Debug for ReleaseOptions {
@@ -85,6 +90,8 @@ impl ReleaseOptions {
             auto_approve: true,
             model: crate::actors::model_from_env(),
             deadline: Duration::from_secs(120),
+            node_id: None,
+            lease_ttl: choreo::DEFAULT_LEASE_TTL,
         }
     }
 }
@@ -125,6 +132,7 @@ pub async fn node(cfg: BusConfig, opts: &ReleaseOptions) -> anyhow::Result<Runni
     let mut b = Node::builder()
         .bus(cfg)
         .data_dir(&opts.data_dir)
+        .lease_ttl(opts.lease_ttl)
         .register::<ReleaseRequested>()
         .saga(ReleaseSaga {
             step_timeout: opts.step_timeout,
@@ -139,6 +147,9 @@ pub async fn node(cfg: BusConfig, opts: &ReleaseOptions) -> anyhow::Result<Runni
         .reactor(Deployer::new(ledger));
     if opts.auto_approve {
         b = b.reactor(AutoApprover { seed: opts.seed });
+    }
+    if let Some(id) = &opts.node_id {
+        b = b.node_id(id);
     }
     Ok(b.build()?.start_on(bus).await?)
 }
@@ -156,13 +167,26 @@ pub fn release_event(index: u32, run_id: &str) -> anyhow::Result<Event> {
     )?)
 }
 
-/// Run `opts.releases` releases; `progress` is called as each ends.
+/// Run `opts.releases` releases on a node of this process; `progress` is called as each ends.
 pub async fn run(
     cfg: BusConfig,
     opts: &ReleaseOptions,
-    mut progress: impl FnMut(&str, Outcome, usize, usize),
+    progress: impl FnMut(&str, Outcome, usize, usize),
 ) -> anyhow::Result<Summary> {
     let node = node(cfg, opts).await?;
+    let summary = drive(node.bus(), node.store(), opts, progress).await;
+    node.shutdown().await?;
+    summary
+}
+
+/// Publish `opts.releases` releases and wait for their outcomes (and their rollbacks'
+/// confirmations), wherever the saga runs.
+pub async fn drive(
+    bus: &Bus,
+    store: Option<&Store>,
+    opts: &ReleaseOptions,
+    mut progress: impl FnMut(&str, Outcome, usize, usize),
+) -> anyhow::Result<Summary> {
     let run_id: String = EventId::new_root()
         .to_string()
         .chars()
@@ -172,20 +196,23 @@ pub async fn run(
     let roots: Vec<Event> = (0..opts.releases)
         .map(|i| release_event(i, &run_id))
         .collect::<anyhow::Result<_>>()?;
-    let records = node
-        .run_to_end("release", &roots, opts.deadline, |r, done, total| {
-            progress(&r.correlation, classify(r), done, total)
-        })
-        .await?;
-    // A compensated release has emitted its rollback; stop only once the deployer confirmed
+    let records = choreo::run_to_end(
+        bus,
+        store,
+        "release",
+        &roots,
+        opts.deadline,
+        |r, done, total| progress(&r.correlation, classify(r), done, total),
+    )
+    .await?;
+    // A compensated release has emitted its rollback; report only once the deployer confirmed
     // each one (the saga does not track compensation confirmations yet: issue 10).
     let rolled_back: std::collections::BTreeSet<String> = records
         .iter()
         .filter(|r| r.status == SagaStatus::Compensated)
         .map(|r| r.correlation.clone())
         .collect();
-    wait_for_rollbacks(&node, rolled_back, opts.deadline).await?;
-    node.shutdown().await?;
+    wait_for_rollbacks(bus, rolled_back, opts.deadline).await?;
     let releases: Vec<(String, Outcome)> = records
         .iter()
         .map(|r| (r.correlation.clone(), classify(r)))
@@ -199,7 +226,7 @@ pub async fn run(
 
 /// Await `rollback.completed.v1` for each of `pending` (correlations), or fail after `deadline`.
 async fn wait_for_rollbacks(
-    node: &RunningNode,
+    bus: &Bus,
     mut pending: std::collections::BTreeSet<String>,
     deadline: Duration,
 ) -> anyhow::Result<()> {
@@ -207,7 +234,6 @@ async fn wait_for_rollbacks(
     if pending.is_empty() {
         return Ok(());
     }
-    let bus = node.bus();
     let filter = bus
         .subjects()
         .type_filter(&<crate::domain::RollbackCompleted as choreo::Payload>::event_type());

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use choreo::{
-    BusConfig, CorrelationId, Event, EventId, InstanceRecord, Node, RunningNode, SagaStatus,
+    Bus, BusConfig, CorrelationId, Event, EventId, InstanceRecord, Node, RunningNode, SagaStatus,
+    Store,
 };
 use choreo_services::{Ledger, PolicyGate, Rule};
 use serde::Serialize;
@@ -63,6 +64,10 @@ pub struct TravelOptions {
     pub dry_run: bool,
     /// Give up waiting after this long.
     pub deadline: Duration,
+    /// The node's id in the cluster (default: generated).
+    pub node_id: Option<String>,
+    /// Lease TTL of partition ownership.
+    pub lease_ttl: Duration,
 }
 
 impl TravelOptions {
@@ -77,6 +82,8 @@ impl TravelOptions {
             data_dir,
             dry_run: false,
             deadline: Duration::from_secs(120),
+            node_id: None,
+            lease_ttl: choreo::DEFAULT_LEASE_TTL,
         }
     }
 }
@@ -135,25 +142,43 @@ pub async fn node(cfg: BusConfig, opts: &TravelOptions) -> anyhow::Result<Runnin
     let mut b = Node::builder()
         .bus(cfg)
         .data_dir(&opts.data_dir)
+        .lease_ttl(opts.lease_ttl)
         .dry_run(opts.dry_run)
         .register::<TripRequested>()
         .saga(TripSaga {
             step_timeout: opts.step_timeout,
         })
         .reactor(gate);
+    if let Some(id) = &opts.node_id {
+        b = b.node_id(id);
+    }
     for step in Step::ALL {
         b = b.reactor(Provider::new(step, opts.faults, ledger.clone()));
     }
     Ok(b.build()?.start_on(bus).await?)
 }
 
-/// Run `opts.trips` trips; `progress(correlation, outcome, done, total)` is called as each ends.
+/// Run `opts.trips` trips on a node of this process; `progress(correlation, outcome, done,
+/// total)` is called as each ends.
 pub async fn run(
     cfg: BusConfig,
     opts: &TravelOptions,
-    mut progress: impl FnMut(&str, Outcome, usize, usize),
+    progress: impl FnMut(&str, Outcome, usize, usize),
 ) -> anyhow::Result<Summary> {
     let node = node(cfg, opts).await?;
+    let summary = drive(node.bus(), node.store(), opts, progress).await;
+    node.shutdown().await?;
+    summary
+}
+
+/// Publish `opts.trips` trips and wait for their outcomes, wherever the saga runs (this
+/// process, or `choreo node` processes on the same NATS).
+pub async fn drive(
+    bus: &Bus,
+    store: Option<&Store>,
+    opts: &TravelOptions,
+    mut progress: impl FnMut(&str, Outcome, usize, usize),
+) -> anyhow::Result<Summary> {
     let run_id: String = EventId::new_root()
         .to_string()
         .chars()
@@ -176,12 +201,15 @@ pub async fn run(
             .map_err(anyhow::Error::from)
         })
         .collect::<anyhow::Result<_>>()?;
-    let records = node
-        .run_to_end("trip", &trips, opts.deadline, |r, done, total| {
-            progress(&r.correlation, classify(r), done, total)
-        })
-        .await?;
-    node.shutdown().await?;
+    let records = choreo::run_to_end(
+        bus,
+        store,
+        "trip",
+        &trips,
+        opts.deadline,
+        |r, done, total| progress(&r.correlation, classify(r), done, total),
+    )
+    .await?;
     let trips: Vec<(String, Outcome)> = records
         .iter()
         .map(|r| (r.correlation.clone(), classify(r)))

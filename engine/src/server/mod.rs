@@ -3,6 +3,9 @@
 //! Lookup order: `CHOREO_NATS_SERVER`, the project-local `.tools/bin/nats-server` (searched
 //! upwards from the current directory, then from this workspace), then `PATH`. A binary older
 //! than 2.12 is refused with a clear error.
+//!
+//! [`NatsCluster`] runs N such servers as one JetStream cluster (routes on loopback), for
+//! tests of replicated streams, failover and partitions.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -15,6 +18,10 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 use crate::error::ServerError;
+
+mod cluster;
+
+pub use self::cluster::{ClusterOptions, NatsCluster};
 
 /// Environment variable naming the nats-server binary to use.
 pub const ENV_NATS_SERVER: &str = "CHOREO_NATS_SERVER";
@@ -140,7 +147,9 @@ pub struct NatsServer {
     port: u16,
     store_dir: PathBuf,
     sync_always: bool,
+    cluster: Option<ClusterOptions>,
     child: Option<Child>,
+    paused: bool,
     log: Arc<Mutex<VecDeque<String>>>,
     _temp: Option<tempfile::TempDir>,
 }
@@ -153,6 +162,26 @@ impl NatsServer {
 
     /// Start a server and wait until it is ready.
     pub async fn start(opts: ServerOptions) -> Result<Self, ServerError> {
+        Self::launch(opts, None).await
+    }
+
+    /// Start a server that is a member of a JetStream cluster and wait until it is ready
+    /// (accepts client connections; see [`NatsCluster`] for waiting until JetStream is usable
+    /// cluster-wide).
+    ///
+    /// The cluster section is a separate argument rather than a field of [`ServerOptions`] so
+    /// that code building `ServerOptions` with every field spelled out keeps compiling.
+    pub async fn start_clustered(
+        opts: ServerOptions,
+        cluster: ClusterOptions,
+    ) -> Result<Self, ServerError> {
+        Self::launch(opts, Some(cluster)).await
+    }
+
+    async fn launch(
+        opts: ServerOptions,
+        cluster: Option<ClusterOptions>,
+    ) -> Result<Self, ServerError> {
         let binary = ServerBinary::locate()?;
         let (store_dir, temp) = match opts.store_dir {
             Some(dir) => (dir, None),
@@ -180,7 +209,9 @@ impl NatsServer {
             port,
             store_dir,
             sync_always: opts.sync_always,
+            cluster,
             child: None,
+            paused: false,
             log: Arc::new(Mutex::new(VecDeque::new())),
             _temp: temp,
         };
@@ -213,6 +244,64 @@ impl NatsServer {
         self.child.as_ref().and_then(Child::id)
     }
 
+    /// `choreo-<port>`: the `server_name` in the config, as JetStream reports it (e.g. as a
+    /// stream's leader or replica).
+    pub fn name(&self) -> String {
+        format!("choreo-{}", self.port)
+    }
+
+    /// The cluster section, when this server is a cluster member.
+    pub fn cluster(&self) -> Option<&ClusterOptions> {
+        self.cluster.as_ref()
+    }
+
+    /// Freeze the server with SIGSTOP: the process stays alive but stops answering, like a
+    /// hung or partitioned machine. Undo with [`resume`](Self::resume); [`kill`](Self::kill)
+    /// and drop still work on a paused server.
+    pub async fn pause(&mut self) -> Result<(), ServerError> {
+        self.signal("-STOP").await?;
+        self.paused = true;
+        Ok(())
+    }
+
+    /// Let a server frozen by [`pause`](Self::pause) run again (SIGCONT).
+    pub async fn resume(&mut self) -> Result<(), ServerError> {
+        self.signal("-CONT").await?;
+        self.paused = false;
+        Ok(())
+    }
+
+    /// True while the server is frozen by [`pause`](Self::pause).
+    pub fn is_paused(&self) -> bool {
+        self.paused && self.child.is_some()
+    }
+
+    async fn signal(&self, signal: &str) -> Result<(), ServerError> {
+        let pid = self
+            .pid()
+            .ok_or(ServerError::NotRunning { port: self.port })?;
+        let what = format!("kill {signal} {pid}");
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .map_err(|source| ServerError::Io {
+                what: what.clone(),
+                source,
+            })?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(ServerError::Io {
+                what,
+                source: std::io::Error::other(format!("exited with {status}")),
+            })
+        }
+    }
+
     /// Kill the server with SIGKILL (a crash) and wait for it to exit.
     pub async fn kill(&mut self) -> Result<(), ServerError> {
         if let Some(mut child) = self.child.take() {
@@ -224,8 +313,12 @@ impl NatsServer {
         Ok(())
     }
 
-    /// Stop the server gracefully (SIGTERM), waiting up to 10 s before killing it.
+    /// Stop the server gracefully (SIGTERM), waiting up to 10 s before killing it. A paused
+    /// server is resumed first so that it can handle the SIGTERM.
     pub async fn stop(&mut self) -> Result<(), ServerError> {
+        if self.is_paused() {
+            let _ = self.signal("-CONT").await;
+        }
         if let Some(mut child) = self.child.take() {
             if let Some(pid) = child.id() {
                 let _ = Command::new("kill")
@@ -269,12 +362,15 @@ impl NatsServer {
         } else {
             ""
         };
-        let text = format!(
-            "listen: \"127.0.0.1:{}\"\nserver_name: \"choreo-{}\"\njetstream {{\n  store_dir: {:?}{sync}\n}}\n",
+        let mut text = format!(
+            "listen: \"127.0.0.1:{}\"\nserver_name: {:?}\njetstream {{\n  store_dir: {:?}{sync}\n}}\n",
             self.port,
-            self.port,
+            self.name(),
             jetstream_dir.display().to_string(),
         );
+        if let Some(cluster) = &self.cluster {
+            text.push_str(&cluster.config_section());
+        }
         std::fs::write(&conf, text).map_err(|source| ServerError::Io {
             what: format!("write {}", conf.display()),
             source,
@@ -310,6 +406,7 @@ impl NatsServer {
             });
         }
         self.child = Some(child);
+        self.paused = false;
         let ready = tokio::time::timeout(READY_TIMEOUT, ready_rx.wait_for(|r| *r)).await;
         match ready {
             Ok(Ok(_)) => Ok(()),

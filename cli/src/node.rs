@@ -1,0 +1,119 @@
+//! `choreo node`: run one node process hosting an example's actors and sagas until SIGTERM or
+//! Ctrl-C. Several such processes on one NATS share the saga partitions (one owner each, moved
+//! on join, leave and death).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use choreo::{BusConfig, Replicas, RunningNode};
+use clap::Args;
+
+use crate::demo::Example;
+
+/// The line a node prints once it is connected and claiming partitions (tests wait for it).
+pub(crate) const READY: &str = "choreo node ready";
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeArgs {
+    /// Which example's actors and sagas to host.
+    #[arg(long, value_enum, default_value_t = Example::Travel)]
+    pub(crate) example: Example,
+    /// NATS URL (several servers: comma-separated).
+    #[arg(long, env = "CHOREO_NATS_URL", default_value = choreo::DEFAULT_NATS_URL)]
+    pub(crate) nats: String,
+    /// The node's store (its materialisation of the partitions it owns); default: a temporary
+    /// directory removed at exit. The changelog in NATS is the durable truth either way.
+    #[arg(long)]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// This node's id (unique among running nodes; a restarted node with the same id takes its
+    /// leases back at once). Default: generated.
+    #[arg(long)]
+    pub(crate) node_id: Option<String>,
+    /// Lease TTL in milliseconds: a dead node's partitions move after about this long.
+    #[arg(long, default_value_t = 5000)]
+    pub(crate) lease_ttl_ms: u64,
+    /// Partition count used when the log is created.
+    #[arg(long, env = "CHOREO_PARTITIONS", default_value_t = 16)]
+    pub(crate) partitions: u16,
+    /// Stream replicas (1, or 3 on a 3-server cluster).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) replicas: u8,
+    /// Step timeout of the travel saga (approval timeout of the release saga), in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub(crate) step_timeout_ms: u64,
+    /// The seed of the example (the release example's auto-approver).
+    #[arg(long, default_value_t = 7)]
+    pub(crate) seed: u64,
+}
+
+pub(crate) fn bus_config(
+    url: &str,
+    partitions: u16,
+    replicas: u8,
+    name: &str,
+) -> anyhow::Result<BusConfig> {
+    let replicas = match replicas {
+        1 => Replicas::One,
+        3 => Replicas::Three,
+        n => anyhow::bail!("--replicas must be 1 or 3, not {n}"),
+    };
+    Ok(BusConfig::builder()
+        .url(url)
+        .partitions(partitions)
+        .replicas(replicas)
+        .client_name(name)
+        .build()?)
+}
+
+async fn start(args: &NodeArgs, dir: PathBuf) -> anyhow::Result<RunningNode> {
+    let cfg = bus_config(&args.nats, args.partitions, args.replicas, "choreo-node")?;
+    let ttl = Duration::from_millis(args.lease_ttl_ms);
+    Ok(match args.example {
+        Example::Travel => {
+            let mut opts = choreo_example_travel::TravelOptions::new(0, args.seed, dir);
+            opts.step_timeout = Duration::from_millis(args.step_timeout_ms);
+            opts.node_id.clone_from(&args.node_id);
+            opts.lease_ttl = ttl;
+            choreo_example_travel::node(cfg, &opts).await?
+        }
+        Example::Release => {
+            let mut opts = choreo_example_release::ReleaseOptions::new(0, args.seed, dir);
+            opts.approval_timeout = Duration::from_millis(args.step_timeout_ms);
+            opts.node_id.clone_from(&args.node_id);
+            opts.lease_ttl = ttl;
+            choreo_example_release::node(cfg, &opts).await?
+        }
+    })
+}
+
+pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let temp;
+    let dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => {
+            temp = tempfile::tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("install the SIGTERM handler")?;
+    let node = start(&args, dir).await?;
+    println!(
+        "{READY}: {} hosting the {:?} example on {}",
+        node.node_id(),
+        args.example,
+        args.nats
+    );
+    tokio::select! {
+        _ = term.recv() => {}
+        r = tokio::signal::ctrl_c() => r.context("wait for Ctrl-C")?,
+    }
+    eprintln!(
+        "choreo node {}: stopping (handing its partitions over)",
+        node.node_id()
+    );
+    node.shutdown().await?;
+    eprintln!("choreo node: stopped");
+    Ok(())
+}
