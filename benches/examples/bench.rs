@@ -6,6 +6,8 @@
 //!     [--timers-1m] [--hop-length K] [--fail-fraction F] [--lanes N] [--fetch-batch N]
 //!     [--saga-batch N] [--partitions P] [--messages N] [--chains N] [--sagas N]
 //!     [--timers N] [--timer-window SECS] [--no-baseline] [--raw-envelope]
+//!     [--failover-rounds K] [--failover-partitions P] [--failover-instances N]
+//!     [--lease-ttl SECS] [--restore N[,N...]]
 //! ```
 
 use std::process::ExitCode;
@@ -64,6 +66,29 @@ fn parse() -> Result<(Vec<Workload>, BenchOptions, Option<String>), String> {
                     it.next(),
                     "--timer-window",
                 )?))
+            }
+            "--failover-rounds" => {
+                b = b.failover_rounds(num(it.next(), "--failover-rounds")? as u32)
+            }
+            "--failover-partitions" => {
+                b = b.failover_partitions(num(it.next(), "--failover-partitions")? as u16)
+            }
+            "--failover-instances" => {
+                b = b.failover_instances(num(it.next(), "--failover-instances")?)
+            }
+            "--lease-ttl" => {
+                b = b.failover_lease_ttl(std::time::Duration::from_secs(num(
+                    it.next(),
+                    "--lease-ttl",
+                )?))
+            }
+            "--restore" => {
+                let v = it.next().ok_or("--restore needs N[,N...]")?;
+                let sizes = v
+                    .split(',')
+                    .map(|n| n.trim().parse().map_err(|e| format!("--restore: {e}")))
+                    .collect::<Result<Vec<u64>, String>>()?;
+                b = b.restore_instances(sizes);
             }
             "--no-baseline" => b = b.baseline(false),
             "--raw-envelope" => b = b.raw_envelope(true),

@@ -20,6 +20,12 @@ pub enum BenchError {
     /// The engine rejected the topology.
     #[error("config: {0}")]
     Config(#[from] choreo::ConfigError),
+    /// Reading the saga state changelog failed.
+    #[error("changelog: {0}")]
+    Changelog(#[from] choreo::ChangelogError),
+    /// Reading a node's saga store failed.
+    #[error("store: {0}")]
+    Store(#[from] choreo::StoreError),
     /// A JetStream call made by the harness itself failed.
     #[error("{what}: {reason}")]
     Nats {

@@ -53,13 +53,15 @@ pub use tracker::{Counts, Tracker};
 
 use workloads::Ctx;
 
-/// Run `workloads` (in the order raw, hop, saga, timers, whatever order they are given in)
-/// against one nats-server, and the peer after `saga` when asked. With
+/// Run `workloads` (in the order raw, hop, saga, timers, failover, whatever order they are
+/// given in) against one nats-server, and the peer after `saga` when asked. With
 /// [`BenchOptions::baseline`] (the default) `raw` runs first even when not asked, so every
-/// engine figure has its ratio to the log's limit measured in the same run.
+/// engine figure has its ratio to the log's limit measured in the same run (not for
+/// `failover` alone: it measures times, not log throughput).
 pub async fn run(workloads: &[Workload], opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     let mut todo: Vec<Workload> = workloads.to_vec();
-    if opts.baseline && !todo.contains(&Workload::Raw) {
+    let wants_ratio = todo.iter().any(|w| *w != Workload::Failover);
+    if opts.baseline && wants_ratio && !todo.contains(&Workload::Raw) {
         todo.push(Workload::Raw);
     }
     todo.sort();
@@ -101,22 +103,27 @@ async fn run_all(
         if cx.opts.progress {
             eprintln!("{w}: running");
         }
-        let r = match w {
-            Workload::Raw => workloads::raw::run(cx).await?,
-            Workload::Hop => workloads::hop::run(cx).await?,
-            Workload::Saga => workloads::saga::run(cx).await?,
-            Workload::Timers => workloads::timers::run(cx).await?,
+        let rows = match w {
+            Workload::Raw => vec![workloads::raw::run(cx).await?],
+            Workload::Hop => vec![workloads::hop::run(cx).await?],
+            Workload::Saga => vec![workloads::saga::run(cx).await?],
+            Workload::Timers => vec![workloads::timers::run(cx).await?],
+            Workload::Failover => workloads::failover::run(cx).await?,
         };
-        if cx.opts.progress {
-            eprintln!(
-                "{w}: {} {} in {:.2} s ({})",
-                r.items,
-                r.unit,
-                r.elapsed_s,
-                human_rate(r.throughput_per_s)
-            );
+        for r in rows {
+            if cx.opts.progress {
+                let rate = if r.throughput_per_s > 0.0 {
+                    format!(" ({})", human_rate(r.throughput_per_s))
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "{}: {} {} in {:.2} s{rate}",
+                    r.workload, r.items, r.unit, r.elapsed_s
+                );
+            }
+            results.push(r);
         }
-        results.push(r);
         if *w == Workload::Saga {
             if let Some(options::Peer::Restate) = cx.opts.peer {
                 if cx.opts.progress {

@@ -18,11 +18,19 @@ pub enum Workload {
     Saga,
     /// M durable saga timers due over a window.
     Timers,
+    /// Takeover time after a node crash, and the rate a node restores the changelog at.
+    Failover,
 }
 
 impl Workload {
     /// Every workload, in the order `all` runs them.
-    pub const ALL: [Workload; 4] = [Self::Raw, Self::Hop, Self::Saga, Self::Timers];
+    pub const ALL: [Workload; 5] = [
+        Self::Raw,
+        Self::Hop,
+        Self::Saga,
+        Self::Timers,
+        Self::Failover,
+    ];
 
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -31,10 +39,11 @@ impl Workload {
             Self::Hop => "hop",
             Self::Saga => "saga",
             Self::Timers => "timers",
+            Self::Failover => "failover",
         }
     }
 
-    /// Parse `raw`, `hop`, `saga`, `timers` or `all`.
+    /// Parse `raw`, `hop`, `saga`, `timers`, `failover` or `all`.
     pub fn parse(name: &str) -> Result<Vec<Workload>, BenchError> {
         match name {
             "all" => Ok(Self::ALL.to_vec()),
@@ -42,8 +51,9 @@ impl Workload {
             "hop" => Ok(vec![Self::Hop]),
             "saga" => Ok(vec![Self::Saga]),
             "timers" => Ok(vec![Self::Timers]),
+            "failover" => Ok(vec![Self::Failover]),
             other => Err(BenchError::Options(format!(
-                "unknown workload {other:?}: expected raw, hop, saga, timers or all"
+                "unknown workload {other:?}: expected raw, hop, saga, timers, failover or all"
             ))),
         }
     }
@@ -143,6 +153,18 @@ pub struct Sizes {
     pub timer_window: Duration,
     /// Warm-up items run before each measured workload (not counted).
     pub warmup: u64,
+    /// `failover`: crashes (node aborts) measured, alternating victims.
+    pub failover_rounds: u32,
+    /// `failover`: partitions of its namespaces (`EngineTuning::partitions` does not apply).
+    pub failover_partitions: u16,
+    /// `failover`: lease TTL of the crash nodes (a dead node's leases expire this long after
+    /// its last renewal, which bounds the takeover from below).
+    pub failover_lease_ttl: Duration,
+    /// `failover`: live instances written to the changelog before the crash nodes start, so
+    /// each takeover restores real state.
+    pub failover_instances: u64,
+    /// `failover`: live instances written to the changelog for each restore measurement.
+    pub restore_instances: Vec<u64>,
 }
 
 impl Sizes {
@@ -157,6 +179,11 @@ impl Sizes {
             timers: 100_000,
             timer_window: Duration::from_secs(60),
             warmup: 500,
+            failover_rounds: 10,
+            failover_partitions: 8,
+            failover_lease_ttl: Duration::from_secs(2),
+            failover_instances: 1_000,
+            restore_instances: vec![10_000, 100_000],
         }
     }
 
@@ -171,6 +198,11 @@ impl Sizes {
             timers: 10_000,
             timer_window: Duration::from_secs(5),
             warmup: 200,
+            failover_rounds: 3,
+            failover_partitions: 8,
+            failover_lease_ttl: Duration::from_secs(2),
+            failover_instances: 1_000,
+            restore_instances: vec![10_000],
         }
     }
 }
@@ -331,6 +363,31 @@ impl BenchOptionsBuilder {
         self.opts.sizes.warmup = n;
         self
     }
+    /// Crashes measured by `failover`.
+    pub fn failover_rounds(mut self, n: u32) -> Self {
+        self.opts.sizes.failover_rounds = n;
+        self
+    }
+    /// Partitions of the `failover` namespaces.
+    pub fn failover_partitions(mut self, p: u16) -> Self {
+        self.opts.sizes.failover_partitions = p;
+        self
+    }
+    /// Lease TTL of the `failover` crash nodes (at least 1 s).
+    pub fn failover_lease_ttl(mut self, ttl: Duration) -> Self {
+        self.opts.sizes.failover_lease_ttl = ttl;
+        self
+    }
+    /// Live instances in the changelog while `failover` crashes nodes.
+    pub fn failover_instances(mut self, n: u64) -> Self {
+        self.opts.sizes.failover_instances = n;
+        self
+    }
+    /// Changelog sizes (live instances) whose restore `failover` measures, one run each.
+    pub fn restore_instances(mut self, sizes: Vec<u64>) -> Self {
+        self.opts.sizes.restore_instances = sizes;
+        self
+    }
     /// Engine knobs.
     pub fn tuning(mut self, tuning: EngineTuning) -> Self {
         self.opts.tuning = tuning;
@@ -375,6 +432,18 @@ impl BenchOptionsBuilder {
         }
         if !(0.0..=1.0).contains(&s.fail_fraction) {
             return bad("the failure fraction is between 0 and 1");
+        }
+        if s.failover_rounds == 0 {
+            return bad("failover measures at least one crash");
+        }
+        if s.failover_partitions < 2 {
+            return bad("failover needs at least 2 partitions (two nodes share them)");
+        }
+        if s.failover_lease_ttl < Duration::from_secs(1) {
+            return bad("the failover lease TTL is at least 1 s (the engine's minimum)");
+        }
+        if s.restore_instances.is_empty() || s.restore_instances.contains(&0) {
+            return bad("failover restores at least one changelog of at least 1 instance");
         }
         match o.mode {
             LoadMode::Closed { in_flight: 0 } => return bad("in_flight must be at least 1"),

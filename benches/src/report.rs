@@ -42,15 +42,17 @@ pub struct Environment {
 /// One workload's figures.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkloadResult {
-    /// `raw`, `hop`, `saga`, `timers`, `saga` (peer).
+    /// `raw`, `hop`, `saga`, `timers`, `saga` (peer), `failover` (takeovers),
+    /// `restore-<N>` (the changelog restore of `failover`).
     pub workload: String,
     /// What ran it: `jetstream` (no engine), `choreo`, `restate`.
     pub engine: String,
     /// Measured items (warm-up excluded).
     pub items: u64,
-    /// What an item is: `msgs`, `chains`, `sagas`, `timers`.
+    /// What an item is: `msgs`, `chains`, `sagas`, `timers`, `takeovers`, `instances`.
     pub unit: String,
-    /// Items per second, first send to last completion.
+    /// Items per second, first send to last completion (0 for `failover`'s takeovers, whose
+    /// figure is the latency).
     pub throughput_per_s: f64,
     /// Log messages per second (published and consumed), the basis of the ratio to raw.
     pub events_per_s: Option<f64>,
@@ -195,7 +197,11 @@ impl BenchReport {
                     .take(24)
                     .collect::<String>()
                     .if_empty("-"),
-                format!("{} {}", human_rate(r.throughput_per_s), r.unit),
+                if r.throughput_per_s > 0.0 {
+                    format!("{} {}", human_rate(r.throughput_per_s), r.unit)
+                } else {
+                    format!("- ({} {})", r.items, r.unit)
+                },
                 r.events_per_s.map(human_rate).unwrap_or("-".into()),
                 pct(|p| p.p50_us),
                 pct(|p| p.p90_us),

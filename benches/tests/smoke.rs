@@ -17,6 +17,10 @@ fn tiny() -> BenchOptionsBuilder {
         .timers(30)
         .timer_window(Duration::from_millis(300))
         .warmup(5)
+        .failover_rounds(1)
+        .failover_lease_ttl(Duration::from_secs(1))
+        .failover_instances(50)
+        .restore_instances(vec![200])
         .baseline(false)
         .progress(false)
         .command("cargo test -p choreo-benches --test smoke")
@@ -125,6 +129,34 @@ async fn timers_fire_every_timer_once() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_takes_over_and_restores_everything() -> Result<()> {
+    let opts = tiny().baseline(true).build()?;
+    let report = run(&[Workload::Failover], &opts).await?;
+    ensure!(
+        report.result("raw", "jetstream").is_none(),
+        "failover alone needs no baseline"
+    );
+    let r = report
+        .result("failover", "choreo")
+        .context("takeover row")?;
+    ensure!(r.items == 1, "{r:?}");
+    let p99 = r
+        .latency
+        .as_ref()
+        .map(|l| l.p99_us)
+        .context("takeover time")?;
+    ensure!(p99 > 0, "{r:?}");
+    ensure!(extra_u64(&report, "failover", "lease_ttl_ms")? == 1000);
+    let restore = report
+        .result("restore-200", "choreo")
+        .context("restore row")?;
+    ensure!(restore.items == 200, "{restore:?}");
+    ensure!(restore.throughput_per_s > 0.0, "{restore:?}");
+    ensure!(!report.to_table().is_empty());
+    Ok(())
+}
+
 #[test]
 fn options_are_validated() {
     assert!(BenchOptions::builder().hop_length(0).build().is_err());
@@ -144,7 +176,16 @@ fn options_are_validated() {
         .build()
         .expect("valid");
     assert_eq!(o.sizes.timers, 1_000_000);
-    assert_eq!(Workload::parse("all").expect("all").len(), 4);
+    assert_eq!(Workload::parse("all").expect("all").len(), 5);
+    assert!(BenchOptions::builder().failover_rounds(0).build().is_err());
+    assert!(BenchOptions::builder()
+        .restore_instances(Vec::new())
+        .build()
+        .is_err());
+    assert!(BenchOptions::builder()
+        .failover_lease_ttl(Duration::from_millis(500))
+        .build()
+        .is_err());
     assert!(Workload::parse("nope").is_err());
 }
 

@@ -7,7 +7,7 @@ use clap::Args;
 /// Arguments of `choreo bench`.
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// Workload: raw, hop, saga, timers or all.
+    /// Workload: raw, hop, saga, timers, failover or all.
     #[arg(default_value = "all")]
     workload: String,
     /// A few seconds per workload: smoke-sized but real measurements.

@@ -98,6 +98,16 @@ pub enum NodeError {
     /// A runtime task ended abnormally.
     #[error("node task failed: {0}")]
     Task(String),
+    /// The node did not come to own (and restore) the partitions waited for in time.
+    #[error("the node owns {owned} of the {wanted} partitions waited for after {waited:?}")]
+    NotOwned {
+        /// Partitions owned and restored.
+        owned: usize,
+        /// Partitions waited for.
+        wanted: usize,
+        /// How long it waited.
+        waited: std::time::Duration,
+    },
     /// Waiting for saga instances to end took longer than allowed.
     #[error("{ended} of {total} saga instances ended within {waited:?}")]
     Deadline {

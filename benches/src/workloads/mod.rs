@@ -1,6 +1,7 @@
 //! The workloads, and what they share: the ~256 B msgpack payload, the per-workload
 //! measurement of CPU time and peak RSS, and helpers to start nodes and publish roots.
 
+pub mod failover;
 pub mod hop;
 pub mod raw;
 pub mod saga;
@@ -116,12 +117,21 @@ pub(crate) struct Ctx<'a> {
 impl Ctx<'_> {
     /// A bus config on a fresh namespace (with the tuned partition count, if any).
     pub(crate) fn bus_config(&self, namespace: &str) -> Result<BusConfig, BenchError> {
+        self.bus_config_with(namespace, self.opts.tuning.partitions)
+    }
+
+    /// A bus config on a fresh namespace with `partitions` (`None`: the engine's default).
+    pub(crate) fn bus_config_with(
+        &self,
+        namespace: &str,
+        partitions: Option<u16>,
+    ) -> Result<BusConfig, BenchError> {
         let mut b = BusConfig::builder()
             .url(self.server.url.clone())
             .namespace(namespace)
             .client_name(format!("choreo-bench-{namespace}"))
             .request_timeout(Duration::from_secs(30));
-        if let Some(p) = self.opts.tuning.partitions {
+        if let Some(p) = partitions {
             b = b.partitions(p);
         }
         Ok(b.build()?)

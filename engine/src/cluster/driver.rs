@@ -30,6 +30,9 @@ async fn bucket(bus: &Bus, name: String, ttl: Duration) -> Result<Kv, BusError> 
         description: "choreo cluster coordination".into(),
         history: 1,
         max_age: ttl,
+        // A key expiring by age leaves a marker the watches see: a dead node's leases are
+        // acted on when they expire, not at the next tick.
+        limit_markers: Some(ttl),
         storage: async_nats::jetstream::stream::StorageType::File,
         num_replicas: bus.config().replicas.count(),
         ..Default::default()

@@ -514,9 +514,9 @@ impl RunningNode {
                 return Ok(owned);
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(NodeError::Deadline {
-                    ended: ready,
-                    total: n,
+                return Err(NodeError::NotOwned {
+                    owned: ready,
+                    wanted: n,
                     waited: timeout,
                 });
             }
