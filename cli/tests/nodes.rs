@@ -267,12 +267,59 @@ async fn three_nodes_on_a_cluster_survive_a_kill() -> Result<()> {
         300,
         "every trip reached a terminal state"
     );
-    for n in nodes {
-        n.stop().await?;
+    // Commands the killed node had fetched come back after the providers' ack_wait (30 s) and
+    // are answered then (effectively once: the ledger says "already applied"); wait for that.
+    let events_stream = bus.jetstream().get_stream("CHOREO_EVENTS").await?;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut busy = 0;
+        for step in choreo_example_travel::Step::ALL {
+            let name = format!("{}-provider", step.as_str());
+            let info = events_stream.consumer_info(&name).await?;
+            busy += info.num_pending + u64::try_from(info.num_ack_pending).unwrap_or(u64::MAX);
+        }
+        if busy == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{busy} provider deliveries still pending");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let events = check_log(&bus).await?;
     check_epochs(&log).await?;
-    println!("300 trips, {events} events, no duplicate");
+    // Every effect the providers applied is in the ledger once, with exactly one answer on
+    // the log (a command executed twice would show two ledger keys or two answers).
+    let effects: BTreeSet<String> = choreo_example_travel::Step::ALL
+        .iter()
+        .flat_map(|s| {
+            [
+                s.ty(choreo_example_travel::Verb::Done),
+                s.ty(choreo_example_travel::Verb::Cancelled),
+            ]
+        })
+        .map(|t| t.to_string())
+        .collect();
+    let answers = bus
+        .read_events(&bus.subjects().all_events())
+        .await?
+        .into_iter()
+        .filter(|s| {
+            s.event
+                .as_ref()
+                .is_ok_and(|e| effects.contains(e.ty.as_str()))
+        })
+        .count();
+    let ledger = choreo_services::Ledger::open(&bus, "TRAVEL_LEDGER").await?;
+    assert_eq!(
+        ledger.len().await?,
+        u64::try_from(answers)?,
+        "one ledger entry per applied effect"
+    );
+    println!("300 trips, {events} events, {answers} effects, no duplicate");
+    for n in nodes {
+        n.stop().await?;
+    }
     Ok(())
 }
 

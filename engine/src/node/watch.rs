@@ -64,7 +64,15 @@ pub async fn run_to_end(
             let Some(stored) = next else {
                 return Err(NodeError::Task("the lifecycle event stream closed".into()));
             };
-            let Ok(e) = stored?.event else { continue };
+            // A transient error of the follow (a server failing over) is not the end of the run.
+            let stored = match stored {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "lifecycle follow error; continuing");
+                    continue;
+                }
+            };
+            let Ok(e) = stored.event else { continue };
             let corr = e.correlation.to_string();
             if e.source != source || !waiting.contains(&corr) || ended.contains_key(&corr) {
                 continue;
@@ -73,7 +81,22 @@ pub async fn run_to_end(
             // the commit before its lifecycle event is published.
             let record = match store.map(|s| s.get(saga, &corr)) {
                 Some(Ok(Some(r))) if r.status.is_terminal() => Some(r),
-                _ => changelog.find(saga, &corr, Some(&corr)).await?,
+                _ => loop {
+                    // Retried until the deadline: a changelog read can time out while a server
+                    // fails over.
+                    match changelog.find(saga, &corr, Some(&corr)).await {
+                        Ok(r) => break r,
+                        Err(err) => {
+                            tracing::warn!(error = %err, "reading the changelog failed; retrying");
+                            tokio::select! {
+                                () = &mut timeout => {
+                                    return Err(NodeError::Deadline { ended: ended.len(), total: waiting.len(), waited: deadline });
+                                }
+                                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                            }
+                        }
+                    }
+                },
             };
             let Some(record) = record else {
                 continue;

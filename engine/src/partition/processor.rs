@@ -351,19 +351,10 @@ impl Processor {
                         c.failed();
                     }
                     error!(instance = %instance, %reason, "saga instance faulted");
-                    if let Some((seq, msg)) = origin {
-                        self.dead_letter(
-                            saga.name(),
-                            seq,
-                            msg,
-                            DlqReason::SagaFaulted(reason),
-                            attempt,
-                        )
-                        .await?;
-                    }
-                    batch.add(transition, &self.stamp());
-                    batch.inputs += 1;
-                    return Ok(());
+                    let why = DlqReason::SagaFaulted(reason);
+                    return self
+                        .fault(batch, saga, transition, origin, why, attempt)
+                        .await;
                 }
                 Decision::Retry(err) => {
                     if let Some(c) = &counters {
@@ -375,22 +366,13 @@ impl Processor {
                         match saga.fault(existing, instance, input, reason.clone()) {
                             Decision::Fault { transition, .. } | Decision::Commit(transition) => {
                                 error!(instance = %instance, %reason, "saga instance faulted");
-                                if let Some((seq, msg)) = origin {
-                                    self.dead_letter(
-                                        saga.name(),
-                                        seq,
-                                        msg,
-                                        DlqReason::MaxAttempts { last_error: err },
-                                        attempt,
-                                    )
-                                    .await?;
-                                }
-                                batch.add(transition, &self.stamp());
-                                batch.inputs += 1;
+                                let why = DlqReason::MaxAttempts { last_error: err };
+                                return self
+                                    .fault(batch, saga, transition, origin, why, attempt)
+                                    .await;
                             }
-                            Decision::Skip(_) | Decision::Retry(_) => {}
+                            Decision::Skip(_) | Decision::Retry(_) => return Ok(()),
                         }
-                        return Ok(());
                     }
                     if let Some(c) = &counters {
                         c.retried();
@@ -416,6 +398,26 @@ impl Processor {
             return Ok(());
         }
         self.apply_timers(ready).await
+    }
+
+    /// Dead-letter the input that faulted an instance (timers have none), then add the faulted
+    /// record to the batch.
+    async fn fault(
+        &self,
+        batch: &mut Batch,
+        saga: &Arc<dyn HostedSaga>,
+        transition: Transition,
+        origin: Option<(u64, &Message)>,
+        why: DlqReason,
+        attempts: u32,
+    ) -> Step {
+        if let Some((seq, msg)) = origin {
+            self.dead_letter(saga.name(), seq, msg, why, attempts)
+                .await?;
+        }
+        batch.add(transition, &self.stamp());
+        batch.inputs += 1;
+        Ok(())
     }
 
     async fn apply_timers(&mut self, jobs: Vec<TimerJob>) -> Step {
