@@ -5,13 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use choreo::{Bus, BusConfig, Changelog, NatsCluster, NatsServer, Replicas, SagaId};
+use choreo::{Bus, BusConfig, Changelog, NatsCluster, NatsServer, PartitionHead, Replicas, SagaId};
 use choreo_example_travel::{TravelOptions, TripSaga};
+use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -119,31 +118,41 @@ impl NodeProc {
     }
 }
 
-/// Owner of every partition's head (partitions without a head are missing).
-async fn owners(log: &Changelog) -> Result<BTreeMap<u16, String>> {
-    Ok(log
-        .heads()
-        .await?
-        .into_iter()
-        .map(|h| (h.value.partition, h.value.owner))
-        .collect())
-}
-
-/// Poll the heads until `pred` holds; returns when it first held.
+/// Follow the partition heads (latest of each, then every new one) until `pred` holds over
+/// partition → owner; returns when it first held.
 async fn until_owners(
-    log: &Changelog,
+    bus: &Bus,
     what: &str,
     pred: impl Fn(&BTreeMap<u16, String>) -> bool,
 ) -> Result<Instant> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if pred(&owners(log).await?) {
+    use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+    let stream = bus.jetstream().get_stream("CHOREO_STATE").await?;
+    let mut heads = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: "choreo.state.*.head".into(),
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+        .await?
+        .messages()
+        .await?;
+    let mut owners = BTreeMap::new();
+    let watch = async {
+        if pred(&owners) {
             return Ok(Instant::now());
         }
-        if Instant::now() > deadline {
-            bail!("timed out waiting until {what}: {:?}", owners(log).await?);
+        while let Some(msg) = heads.next().await {
+            let head: PartitionHead = rmp_serde::from_slice(&msg?.payload)?;
+            owners.insert(head.partition, head.owner);
+            if pred(&owners) {
+                return Ok(Instant::now());
+            }
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        bail!("the heads stream ended")
+    };
+    match tokio::time::timeout(WAIT, watch).await {
+        Ok(r) => r,
+        Err(_) => bail!("timed out waiting until {what}"),
     }
 }
 
@@ -154,33 +163,32 @@ fn opts(trips: u32) -> TravelOptions {
     o
 }
 
-/// Drive `trips` trips in the background; the counter says how many ended so far.
+/// Drive `trips` trips in the background; the watch says how many ended so far.
 fn drive(
     bus: &Bus,
     trips: u32,
 ) -> (
-    Arc<AtomicUsize>,
+    tokio::sync::watch::Receiver<usize>,
     tokio::task::JoinHandle<Result<choreo_example_travel::Summary>>,
 ) {
-    let ended = Arc::new(AtomicUsize::new(0));
-    let e = Arc::clone(&ended);
+    let (tx, rx) = tokio::sync::watch::channel(0);
     let bus = bus.clone();
     let task = tokio::spawn(async move {
         choreo_example_travel::drive(&bus, None, &opts(trips), |_, _, n, _| {
-            e.store(n, Ordering::SeqCst);
+            let _ = tx.send(n);
         })
         .await
     });
-    (ended, task)
+    (rx, task)
 }
 
-async fn until_ended(ended: &AtomicUsize, n: usize) -> Result<()> {
-    let deadline = Instant::now() + WAIT;
-    while ended.load(Ordering::SeqCst) < n {
-        if Instant::now() > deadline {
-            bail!("only {} trips ended", ended.load(Ordering::SeqCst));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+/// Await the `n`th trip's end.
+async fn until_ended(ended: &mut tokio::sync::watch::Receiver<usize>, n: usize) -> Result<()> {
+    let reached = tokio::time::timeout(WAIT, ended.wait_for(|x| *x >= n))
+        .await
+        .map(|r| r.is_ok());
+    if reached != Ok(true) {
+        bail!("only {} of {n} trips ended", *ended.borrow());
     }
     Ok(())
 }
@@ -243,16 +251,16 @@ async fn three_nodes_on_a_cluster_survive_a_kill() -> Result<()> {
         nodes.push(NodeProc::start(&url, dir.path(), &format!("n{i}"), TTL_MS, 3).await?);
     }
     let log = Changelog::new(&bus);
-    until_owners(&log, "every partition has an owner", |o| {
+    until_owners(&bus, "every partition has an owner", |o| {
         o.len() == usize::from(PARTITIONS)
     })
     .await?;
-    let (ended, run) = drive(&bus, 300);
-    until_ended(&ended, 80).await?;
+    let (mut ended, run) = drive(&bus, 300);
+    until_ended(&mut ended, 80).await?;
     let victim = nodes.remove(1);
     let killed = Instant::now();
     victim.kill().await?;
-    let took = until_owners(&log, "the killed node's partitions moved", |o| {
+    let took = until_owners(&bus, "the killed node's partitions moved", |o| {
         o.len() == usize::from(PARTITIONS) && o.values().all(|x| x != "n1")
     })
     .await?
@@ -268,28 +276,8 @@ async fn three_nodes_on_a_cluster_survive_a_kill() -> Result<()> {
         "every trip reached a terminal state"
     );
     // Commands the killed node had fetched come back after the providers' ack_wait (30 s) and
-    // are answered then (effectively once: the ledger says "already applied"); wait for that.
-    let events_stream = bus.jetstream().get_stream("CHOREO_EVENTS").await?;
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let mut busy = 0;
-        for step in choreo_example_travel::Step::ALL {
-            let name = format!("{}-provider", step.as_str());
-            let info = events_stream.consumer_info(&name).await?;
-            busy += info.num_pending + u64::try_from(info.num_ack_pending).unwrap_or(u64::MAX);
-        }
-        if busy == 0 {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("{busy} provider deliveries still pending");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let events = check_log(&bus).await?;
-    check_epochs(&log).await?;
-    // Every effect the providers applied is in the ledger once, with exactly one answer on
-    // the log (a command executed twice would show two ledger keys or two answers).
+    // are answered then (effectively once: the ledger says "already applied"). Follow the
+    // answers until every effect in the ledger has one.
     let effects: BTreeSet<String> = choreo_example_travel::Step::ALL
         .iter()
         .flat_map(|s| {
@@ -300,6 +288,30 @@ async fn three_nodes_on_a_cluster_survive_a_kill() -> Result<()> {
         })
         .map(|t| t.to_string())
         .collect();
+    let filters = effects
+        .iter()
+        .filter_map(|t| choreo::EventType::new(t.as_str()).ok())
+        .map(|t| bus.subjects().type_filter(&t))
+        .collect();
+    let ledger = choreo_services::Ledger::open(&bus, "TRAVEL_LEDGER").await?;
+    let mut answered = bus.follow_events_matching(filters, true).await?;
+    let mut seen = 0u64;
+    tokio::time::timeout(WAIT, async {
+        while let Some(e) = answered.next().await {
+            e?;
+            seen += 1;
+            if seen >= ledger.len().await? {
+                return Ok::<_, anyhow::Error>(());
+            }
+        }
+        bail!("the answers stream ended")
+    })
+    .await
+    .with_context(|| format!("{seen} answers for the ledger's effects"))??;
+    let events = check_log(&bus).await?;
+    check_epochs(&log).await?;
+    // Every effect the providers applied is in the ledger once, with exactly one answer on
+    // the log (a command executed twice would show two ledger keys or two answers).
     let answers = bus
         .read_events(&bus.subjects().all_events())
         .await?
@@ -310,7 +322,6 @@ async fn three_nodes_on_a_cluster_survive_a_kill() -> Result<()> {
                 .is_ok_and(|e| effects.contains(e.ty.as_str()))
         })
         .count();
-    let ledger = choreo_services::Ledger::open(&bus, "TRAVEL_LEDGER").await?;
     assert_eq!(
         ledger.len().await?,
         u64::try_from(answers)?,
@@ -331,17 +342,17 @@ async fn a_paused_owner_is_fenced_and_every_instance_replays_identical() -> Resu
     let a = NodeProc::start(&server.url(), dir.path(), "pa", TTL_MS, 1).await?;
     let b = NodeProc::start(&server.url(), dir.path(), "pb", TTL_MS, 1).await?;
     let log = Changelog::new(&bus);
-    until_owners(&log, "both nodes own partitions", |o| {
+    until_owners(&bus, "both nodes own partitions", |o| {
         o.len() == usize::from(PARTITIONS)
             && o.values().any(|x| x == "pa")
             && o.values().any(|x| x == "pb")
     })
     .await?;
-    let (ended, run) = drive(&bus, 60);
-    until_ended(&ended, 10).await?;
+    let (mut ended, run) = drive(&bus, 60);
+    until_ended(&mut ended, 10).await?;
     a.signal("-STOP").await?;
     let paused = Instant::now();
-    until_owners(&log, "the paused node's partitions were taken over", |o| {
+    until_owners(&bus, "the paused node's partitions were taken over", |o| {
         o.len() == usize::from(PARTITIONS) && o.values().all(|x| x == "pb")
     })
     .await?;
@@ -381,13 +392,13 @@ async fn joining_nodes_take_their_share_while_trips_run() -> Result<()> {
     let bus = Bus::connect(config(&server.url(), Replicas::One)?).await?;
     let dir = tempfile::tempdir()?;
     let mut nodes = vec![NodeProc::start(&server.url(), dir.path(), "j0", TTL_MS, 1).await?];
-    let (ended, run) = drive(&bus, 150);
-    until_ended(&ended, 20).await?;
+    let (mut ended, run) = drive(&bus, 150);
+    until_ended(&mut ended, 20).await?;
     for i in 1..3 {
         nodes.push(NodeProc::start(&server.url(), dir.path(), &format!("j{i}"), TTL_MS, 1).await?);
     }
     let log = Changelog::new(&bus);
-    until_owners(&log, "the partitions spread over the three nodes", |o| {
+    until_owners(&bus, "the partitions spread over the three nodes", |o| {
         o.values().collect::<BTreeSet<_>>().len() == 3
     })
     .await?;
@@ -409,18 +420,17 @@ async fn a_graceful_leave_hands_over_faster_than_the_lease_ttl() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let a = NodeProc::start(&server.url(), dir.path(), "ga", LONG_TTL_MS, 1).await?;
     let b = NodeProc::start(&server.url(), dir.path(), "gb", LONG_TTL_MS, 1).await?;
-    let log = Changelog::new(&bus);
-    until_owners(&log, "both nodes own partitions", |o| {
+    until_owners(&bus, "both nodes own partitions", |o| {
         o.len() == usize::from(PARTITIONS)
             && o.values().any(|x| x == "gb")
             && o.values().any(|x| x == "ga")
     })
     .await?;
-    let (ended, run) = drive(&bus, 40);
-    until_ended(&ended, 5).await?;
+    let (mut ended, run) = drive(&bus, 40);
+    until_ended(&mut ended, 5).await?;
     let left = Instant::now();
     b.stop().await?;
-    let took = until_owners(&log, "the leaver's partitions moved", |o| {
+    let took = until_owners(&bus, "the leaver's partitions moved", |o| {
         o.len() == usize::from(PARTITIONS) && o.values().all(|x| x == "ga")
     })
     .await?
@@ -448,8 +458,8 @@ async fn one_of_three_servers_killed_mid_run() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let a = NodeProc::start(&url, dir.path(), "sa", TTL_MS, 3).await?;
     let b = NodeProc::start(&url, dir.path(), "sb", TTL_MS, 3).await?;
-    let (ended, run) = drive(&bus, 100);
-    until_ended(&ended, 20).await?;
+    let (mut ended, run) = drive(&bus, 100);
+    until_ended(&mut ended, 20).await?;
     cluster.kill(0).await?;
     let summary = run.await??;
     assert_eq!(

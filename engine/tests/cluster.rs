@@ -39,6 +39,8 @@ where
         if Instant::now() + POLL >= deadline {
             return Err(last.context(format!("{what}: not within {WAIT:?}")));
         }
+        // A backoff between retries of an operation that failed (a stream electing its
+        // leader), not a wait for a result: every result is awaited by the attempt itself.
         tokio::time::sleep(POLL).await;
     }
 }
