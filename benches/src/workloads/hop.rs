@@ -137,7 +137,12 @@ pub(crate) async fn run(cx: &Ctx<'_>) -> Result<WorkloadResult, BenchError> {
     r.latency_of = format!("root publish → hop{k} event stored (k = {k} reactors)");
     r.set("reactors", k);
     r.set("reactor_hops_per_s", hops.round());
-    let m = node.metrics().all();
+    // The last hop's output is on the log before its reactor acks and counts the input: read
+    // the counters after the graceful stop, which waits for every lane to finish.
+    let metrics = node.metrics().clone();
+    drop(observer);
+    node.shutdown().await?;
+    let m = metrics.all();
     let handled: u64 = m.values().map(|a| a.handled).sum();
     r.set("reactor_inputs_handled", handled);
     if let Some(a) = m.get("hop1") {
@@ -148,7 +153,5 @@ pub(crate) async fn run(cx: &Ctx<'_>) -> Result<WorkloadResult, BenchError> {
     r.notes.push(format!(
         "vs raw compares reactor hops/s ({k} per chain) to raw msgs/s: each is one consume + one publish + one ack"
     ));
-    drop(observer);
-    node.shutdown().await?;
     Ok(r)
 }
