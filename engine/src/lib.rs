@@ -72,7 +72,7 @@ pub use bus::{
     StreamStats, DLQ_ACTOR, DLQ_ATTEMPTS, DLQ_DETAIL, DLQ_REASON, DLQ_STREAM_SEQ, DLQ_SUBJECT,
     DLQ_TIME, MIN_SERVER_VERSION, PARTITIONS_METADATA_KEY, REDRIVEN_FROM,
 };
-pub use changelog::{Changelog, ChangelogEntry, ChangelogError};
+pub use changelog::{Changelog, ChangelogEntry, ChangelogError, Snapshot as ChangelogSnapshot};
 pub use cluster::{
     read_leases, Lease, Member, NodeId, DEFAULT_LEASE_TTL, LEASES_BUCKET, MEMBERS_BUCKET,
 };

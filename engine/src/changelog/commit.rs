@@ -1,4 +1,5 @@
-//! A fenced commit: one atomic batch, the head first.
+//! A fenced commit: one atomic batch, the head last (a replica that holds a head holds every
+//! record of its commit, so one snapshot read from any replica is consistent up to its head).
 
 use async_nats::header::{
     NATS_BATCH_COMMIT, NATS_BATCH_COMMIT_FINAL, NATS_BATCH_ID, NATS_BATCH_SEQUENCE,
@@ -20,8 +21,8 @@ fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, ChangelogError> {
 }
 
 impl Changelog {
-    /// Write `head` and `records` of `partition` as one atomic batch, only if the partition's
-    /// head is still at `expected` (0: no head yet). Returns the new head's sequence.
+    /// Write `records` and then `head` of `partition` as one atomic batch, only if the
+    /// partition's head is still at `expected` (0: no head yet). Returns the new head's sequence.
     pub(crate) async fn commit(
         &self,
         partition: u16,
@@ -31,20 +32,20 @@ impl Changelog {
     ) -> Result<u64, ChangelogError> {
         let unknown = |reason: String| ChangelogError::Unknown { partition, reason };
         let mut msgs = Vec::with_capacity(records.len() + 1);
-        msgs.push((self.head_subject(partition), encode(head)?));
         for r in records {
             msgs.push((
                 self.instance_subject(partition, &r.saga, &r.instance),
                 encode(r)?,
             ));
         }
+        msgs.push((self.head_subject(partition), encode(head)?));
         let batch_id = uuid::Uuid::now_v7().simple().to_string();
         let last = msgs.len();
         let client = self.bus.client();
         let mut ack = None;
         for (i, (subject, payload)) in msgs.into_iter().enumerate() {
             let mut headers = HeaderMap::new();
-            if i == 0 {
+            if i + 1 == last {
                 headers.insert(
                     NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
                     expected.to_string().as_str(),
@@ -79,11 +80,8 @@ impl Changelog {
             return Err(unknown("empty commit".into()));
         };
         match ack.await {
-            Ok(a) => {
-                // The batch's ack names its last message; the head is the first of the batch.
-                let n = u64::try_from(last).unwrap_or(u64::MAX);
-                Ok(a.sequence.saturating_sub(n.saturating_sub(1)))
-            }
+            // The batch's ack names its last message: the head.
+            Ok(a) => Ok(a.sequence),
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
                 Err(ChangelogError::Fenced {
                     partition,
@@ -199,6 +197,20 @@ mod tests {
             (last.sequence, last.value.epoch, last.value.commit),
             (s3, 2, 2)
         );
+        // The snapshot a takeover reads holds the same head and the records up to it, and
+        // the head is the last message of its batch.
+        let snap = log.partition_snapshot(0).await?;
+        assert_eq!(snap.head.as_ref().map(|h| h.sequence), Some(s3));
+        let mut seen: Vec<_> = snap
+            .records
+            .iter()
+            .map(|e| {
+                assert!(e.sequence < s3);
+                (e.value.instance.clone(), e.value.applied)
+            })
+            .collect();
+        seen.sort();
+        assert_eq!(seen, records);
         Ok(())
     }
 }

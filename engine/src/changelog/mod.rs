@@ -3,10 +3,12 @@
 //! one message kept per subject. It is the durable truth of every saga instance; a node's sled
 //! store only materialises the partitions it owns.
 //!
-//! A commit is one JetStream atomic batch: the partition's new head first, carrying
-//! `Nats-Expected-Last-Subject-Sequence` = the head sequence the committer last saw, then the
-//! records the commit changed. Another owner's head in between fails the whole batch: that is
-//! the fence. Nothing here decides who owns what (see `cluster`).
+//! A commit is one JetStream atomic batch: the records the commit changed, then the partition's
+//! new head, carrying `Nats-Expected-Last-Subject-Sequence` = the head sequence the committer
+//! last saw. Another owner's head in between fails the whole batch: that is the fence. The head
+//! goes last so that any replica holding a head holds its commit's records: a snapshot read
+//! from one replica is consistent up to its head, and the fence tells whether it is current.
+//! Nothing here decides who owns what (see `cluster`).
 
 mod commit;
 mod read;
@@ -19,7 +21,7 @@ use crate::bus::Bus;
 use crate::error::BusError;
 
 pub(crate) use commit::MAX_RECORDS_PER_COMMIT;
-pub use read::ChangelogEntry;
+pub use read::{ChangelogEntry, Snapshot};
 
 /// A changelog operation failed.
 #[derive(Debug, Error)]

@@ -2,12 +2,21 @@
 //! instance (what `choreo sagas` shows while nodes run).
 
 use async_nats::jetstream::consumer::DeliverPolicy;
-use async_nats::jetstream::stream::DirectGetErrorKind;
+use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind};
 use serde::de::DeserializeOwned;
 
 use super::{Changelog, ChangelogError};
 use crate::error::BusError;
 use crate::model::{InstanceRecord, PartitionHead, SagaStatus};
+
+/// A partition's head and its records, read together (see [`Changelog::partition_snapshot`]).
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// The head, if the partition was ever committed.
+    pub head: Option<ChangelogEntry<PartitionHead>>,
+    /// The latest record of every instance, up to the head.
+    pub records: Vec<ChangelogEntry<InstanceRecord>>,
+}
 
 /// One value of the changelog with its stream sequence.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,12 +66,74 @@ impl Changelog {
         }
     }
 
-    /// The latest head of a partition, with its sequence.
+    /// The latest head of a partition, with its sequence, read from the stream's leader (a
+    /// direct get may be answered by a replica that lags; an owner deciding whether its commit
+    /// landed must not be told an old head).
     pub async fn head(
         &self,
         partition: u16,
     ) -> Result<Option<ChangelogEntry<PartitionHead>>, ChangelogError> {
-        self.last_of(self.head_subject(partition)).await
+        let subject = self.head_subject(partition);
+        let stream = self.stream_handle().await?;
+        let got = tokio::time::timeout(
+            self.timeout,
+            stream.get_last_raw_message_by_subject(&subject),
+        )
+        .await
+        .map_err(|_| BusError::js(format!("get {subject}"), "timed out"))?;
+        match got {
+            Ok(m) => Ok(Some(ChangelogEntry {
+                sequence: m.sequence,
+                value: decode(&subject, &m.payload)?,
+            })),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(BusError::js(format!("get {subject}"), e).into()),
+        }
+    }
+
+    /// A partition's head and records as one snapshot, read through one consumer (so from one
+    /// replica). A commit writes its records before its head, so a replica holding a head holds
+    /// every record up to it; the snapshot is current exactly when a commit fenced on its head
+    /// is accepted, which is how a takeover uses it.
+    pub async fn partition_snapshot(&self, partition: u16) -> Result<Snapshot, ChangelogError> {
+        let head_subject = self.head_subject(partition);
+        let raw = self
+            .bus
+            .read_raw_with(
+                &self.stream,
+                vec![
+                    format!("{}.state.{partition}.*.*", self.root),
+                    head_subject.clone(),
+                ],
+                DeliverPolicy::LastPerSubject,
+            )
+            .await?;
+        let mut snapshot = Snapshot::default();
+        for m in raw {
+            if m.subject == head_subject {
+                if snapshot
+                    .head
+                    .as_ref()
+                    .is_none_or(|h| h.sequence < m.sequence)
+                {
+                    snapshot.head = Some(ChangelogEntry {
+                        sequence: m.sequence,
+                        value: decode(&m.subject, &m.payload)?,
+                    });
+                }
+            } else {
+                snapshot.records.push(ChangelogEntry {
+                    sequence: m.sequence,
+                    value: decode(&m.subject, &m.payload)?,
+                });
+            }
+        }
+        // Records newer than the head belong to a commit this snapshot does not hold whole;
+        // a commit fenced on this head is refused then (a newer head exists), so they are
+        // harmless, but keep the snapshot cut at its head.
+        let cut = snapshot.head.as_ref().map_or(0, |h| h.sequence);
+        snapshot.records.retain(|r| r.sequence < cut);
+        Ok(snapshot)
     }
 
     /// One instance's latest record.

@@ -1,5 +1,6 @@
-//! Taking a partition over: read its changelog (head first, then the records), write a new
-//! head fenced on the one read (from then on the previous owner cannot commit), rebuild the
+//! Taking a partition over: read its changelog (head and records as one snapshot), write a new
+//! head fenced on the snapshot's head (accepted only if the snapshot is current; from then on
+//! the previous owner cannot commit), rebuild the
 //! partition in sled, and publish the events of the last commit if they are not known to be on
 //! the log (their ids deduplicate).
 
@@ -76,8 +77,10 @@ enum Attempt {
 async fn attempt(env: &PartitionEnv, partition: u16, epoch: u64) -> Result<Restored, Attempt> {
     let log = &env.changelog;
     let retry = |e: ChangelogError| Attempt::Retry(e.to_string());
-    let head = log.head(partition).await.map_err(retry)?;
-    let records = log.partition_records(partition).await.map_err(retry)?;
+    // One snapshot, from one replica: a head read apart from the records could be newer than
+    // them (a lagging replica serving the records), and the fence would accept the stale state.
+    let snapshot = log.partition_snapshot(partition).await.map_err(retry)?;
+    let (head, records) = (snapshot.head, snapshot.records);
     let (expected, last) = match head {
         Some(h) => (h.sequence, Some(h.value)),
         None => (0, None),
