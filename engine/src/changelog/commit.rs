@@ -197,8 +197,8 @@ mod tests {
             (last.sequence, last.value.epoch, last.value.commit),
             (s3, 2, 2)
         );
-        // The snapshot a takeover reads holds the same head and the records up to it, and
-        // the head is the last message of its batch.
+        // The snapshot a takeover reads holds the same head and the records, and the head is
+        // the last message of its batch.
         let snap = log.partition_snapshot(0).await?;
         assert_eq!(snap.head.as_ref().map(|h| h.sequence), Some(s3));
         let mut seen: Vec<_> = snap

@@ -128,11 +128,9 @@ impl Changelog {
                 });
             }
         }
-        // Records newer than the head belong to a commit this snapshot does not hold whole;
-        // a commit fenced on this head is refused then (a newer head exists), so they are
-        // harmless, but keep the snapshot cut at its head.
-        let cut = snapshot.head.as_ref().map_or(0, |h| h.sequence);
-        snapshot.records.retain(|r| r.sequence < cut);
+        // Records newer than the head may belong to a commit this snapshot does not hold
+        // whole; a commit fenced on this head is refused then (a newer head exists), so the
+        // snapshot is never used. (An outside write, an operator's repair, is kept.)
         Ok(snapshot)
     }
 
