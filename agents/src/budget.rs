@@ -49,6 +49,7 @@ impl BudgetStore {
                     description: "choreo agent budgets per correlation".to_owned(),
                     history: 1,
                     storage: async_nats::jetstream::stream::StorageType::File,
+                    num_replicas: bus.config().replica_count(),
                     ..Default::default()
                 })
                 .await

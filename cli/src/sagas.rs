@@ -40,7 +40,7 @@ enum SagasCommand {
         /// Only this saga.
         #[arg(long)]
         saga: Option<String>,
-        /// Only this status: running, completed, compensated, faulted.
+        /// Only this status: running, compensating, completed, compensated, faulted.
         #[arg(long)]
         status: Option<SagaStatus>,
         #[command(flatten)]

@@ -100,6 +100,11 @@ impl BusConfig {
         self.partitions
     }
 
+    /// Replicas of every stream and bucket choreo creates (services' buckets should match).
+    pub fn replica_count(&self) -> usize {
+        self.replicas.count()
+    }
+
     /// Name of the events stream, e.g. `CHOREO_EVENTS`.
     pub fn events_stream(&self) -> String {
         format!("{}_EVENTS", self.namespace.to_ascii_uppercase())

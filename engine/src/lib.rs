@@ -80,10 +80,11 @@ pub use config::{
     Auth, BusConfig, BusConfigBuilder, Replicas, Tls, DEFAULT_NATS_URL, ENV_NATS_URL,
     MIN_DUPLICATE_WINDOW,
 };
+pub use delivery::{CommandExpired, COMMAND_EXPIRED};
 pub use error::{BusError, ConfigError, NodeError, ServerError};
 pub use history::{CausalTree, History, HistoryEntry, NodeKind, TreeNode};
 pub use metrics::{ActorMetrics, Metrics, SagaGauges};
-pub use model::{PartitionHead, PendingEvent};
+pub use model::{EffectState, PartitionHead, PendingEffect, PendingEvent, PendingUndo};
 pub use node::{
     run_to_end, Node, NodeBuilder, PartitionHealth, RunningNode, DEFAULT_MAX_DELIVERIES,
     DEFAULT_MAX_DEPTH, DEFAULT_SAGA_BATCH,
@@ -91,10 +92,11 @@ pub use node::{
 pub use reactor::{EmitError, ReactContext, ReactError, Reactor};
 pub use retry::{RetryPolicy, RetryPolicyBuilder};
 pub use saga::{
-    assert_replays, replay, replay_against, Compensation, Divergence, InstanceRecord, Lifecycle,
-    ReplayError, ReplayReport, Replayable, RoutingSlip, RoutingSlipBuilder, Saga, SagaContext,
-    SagaError, SagaStatus, SlipState, SlipStep, LIFECYCLE_TYPES, SAGA_COMPENSATED,
-    SAGA_COMPENSATING, SAGA_COMPLETED, SAGA_FAILED, SAGA_FAULTED, SAGA_STARTED, SAGA_TIMED_OUT,
+    assert_replays, replay, replay_against, Compensation, Divergence, Effect, InstanceRecord,
+    Lifecycle, ReplayError, ReplayReport, Replayable, RoutingSlip, RoutingSlipBuilder, Saga,
+    SagaContext, SagaError, SagaStatus, SlipState, SlipStep, DEFAULT_EFFECT_GRACE, LIFECYCLE_TYPES,
+    SAGA_COMPENSATED, SAGA_COMPENSATING, SAGA_COMPLETED, SAGA_FAILED, SAGA_FAULTED, SAGA_STARTED,
+    SAGA_TIMED_OUT,
 };
 pub use server::{
     free_port, ClusterOptions, NatsCluster, NatsServer, ServerBinary, ServerOptions,

@@ -12,6 +12,8 @@ pub const ACTOR_HANDLED: &str = "choreo.actor.handled";
 pub const ACTOR_FAILED: &str = "choreo.actor.failed";
 /// Retries scheduled after a transient failure.
 pub const ACTOR_RETRIED: &str = "choreo.actor.retried";
+/// Commands refused past their deadline (answered `choreo.command.expired`).
+pub const ACTOR_EXPIRED: &str = "choreo.actor.expired";
 /// Inputs sent to the DLQ.
 pub const ACTOR_DEAD_LETTERED: &str = "choreo.actor.dead_lettered";
 /// Handler latency histogram (microseconds).
@@ -44,6 +46,7 @@ pub(crate) struct ActorCounters {
     failed: AtomicU64,
     retried: AtomicU64,
     dead_lettered: AtomicU64,
+    expired: AtomicU64,
     latency: [AtomicU64; BUCKETS],
     batches: AtomicU64,
     batch_inputs: AtomicU64,
@@ -62,6 +65,9 @@ impl ActorCounters {
     }
     pub(crate) fn dead_lettered(&self) {
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn expired(&self) {
+        self.expired.fetch_add(1, Ordering::Relaxed);
     }
     /// Record a handler latency in a power-of-two microsecond bucket.
     pub(crate) fn latency(&self, d: Duration) {
@@ -89,6 +95,7 @@ impl ActorCounters {
             failed: self.failed.load(Ordering::Relaxed),
             retried: self.retried.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
             latency_buckets: buckets,
             batches: self.batches.load(Ordering::Relaxed),
             batch_inputs: self.batch_inputs.load(Ordering::Relaxed),
@@ -112,6 +119,8 @@ pub struct ActorMetrics {
     pub retried: u64,
     /// [`ACTOR_DEAD_LETTERED`]
     pub dead_lettered: u64,
+    /// [`ACTOR_EXPIRED`]
+    pub expired: u64,
     /// [`ACTOR_HANDLER_LATENCY`]: count per bucket; bucket `i` holds latencies in
     /// `[2^i, 2^(i+1))` microseconds.
     pub latency_buckets: Vec<u64>,

@@ -41,6 +41,9 @@ pub struct Event {
     pub traceparent: Option<TraceParent>,
     /// W3C `tracestate`, carried opaquely.
     pub tracestate: Option<String>,
+    /// `deadline` extension: a command past it must not be executed (the reactor runtime
+    /// answers `choreo.command.expired` instead). Set by sagas from the step timeout.
+    pub deadline: Option<OffsetDateTime>,
     /// msgpack-encoded data.
     pub data: Vec<u8>,
 }
@@ -65,6 +68,7 @@ impl Event {
             depth: 0,
             traceparent: Some(TraceParent::root_for(&id)),
             tracestate: None,
+            deadline: None,
             data,
         }
     }

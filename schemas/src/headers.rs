@@ -33,6 +33,8 @@ pub const CORRELATIONID: &str = "ce-correlationid";
 pub const CAUSATIONID: &str = "ce-causationid";
 /// `ce-depth`
 pub const DEPTH: &str = "ce-depth";
+/// `ce-deadline` (RFC 3339): a command past it must not be executed.
+pub const DEADLINE: &str = "ce-deadline";
 /// W3C `traceparent`
 pub const TRACEPARENT: &str = "traceparent";
 /// W3C `tracestate`
@@ -77,10 +79,14 @@ pub fn to_headers(event: &Event) -> Vec<(&'static str, String)> {
     if let Some(ts) = &event.tracestate {
         h.push((TRACESTATE, encode_value(ts)));
     }
+    if let Some(d) = event.deadline.and_then(|d| d.format(&Rfc3339).ok()) {
+        h.push((DEADLINE, d));
+    }
     h
 }
 
-const KNOWN: [&str; 12] = [
+const KNOWN: [&str; 13] = [
+    DEADLINE,
     SPECVERSION,
     ID,
     SOURCE,
@@ -157,6 +163,12 @@ where
     let traceparent = get(TRACEPARENT)?
         .map(|v| TraceParent::parse(&v))
         .transpose()?;
+    let deadline = get(DEADLINE)?
+        .map(|v| {
+            OffsetDateTime::parse(&v, &Rfc3339)
+                .map_err(|e| invalid(DEADLINE, format!("not an RFC 3339 timestamp: {e}")))
+        })
+        .transpose()?;
     Ok(Event {
         id,
         source,
@@ -168,6 +180,7 @@ where
         depth,
         traceparent,
         tracestate: get(TRACESTATE)?,
+        deadline,
         data: body.to_vec(),
     })
 }
@@ -186,6 +199,7 @@ mod tests {
         );
         e.subject = Some("100% \"quoted\"".to_owned());
         e.tracestate = Some("k=v,x=y".to_owned());
+        e.deadline = Some(e.time + time::Duration::seconds(30));
         e
     }
 
@@ -276,6 +290,9 @@ mod tests {
                     e.tracestate = tracestate;
                     e.depth = depth;
                     e.time = OffsetDateTime::from_unix_timestamp(secs).expect("in range");
+                    if depth % 2 == 1 {
+                        e.deadline = Some(e.time);
+                    }
                     e
                 },
             )

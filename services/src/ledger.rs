@@ -66,6 +66,9 @@ impl Ledger {
                     description: "choreo idempotent ledger".to_owned(),
                     history: 1,
                     storage: async_nats::jetstream::stream::StorageType::File,
+                    // As replicated as the log: a ledger on one server stops every service
+                    // when that server does.
+                    num_replicas: bus.config().replica_count(),
                     ..Default::default()
                 })
                 .await
@@ -138,6 +141,27 @@ impl Ledger {
             .map_err(|e| err(e.to_string()))?;
         let info = stream.info().await.map_err(|e| err(e.to_string()))?;
         Ok(info.state.messages)
+    }
+
+    /// Every recorded effect (for checkers: reads the whole bucket).
+    pub async fn entries(&self) -> Result<Vec<LedgerEntry>, ServiceError> {
+        use futures::StreamExt;
+        let err = |e: String| ServiceError::Kv {
+            bucket: self.bucket.clone(),
+            reason: e,
+        };
+        let mut keys = self.kv.keys().await.map_err(|e| err(e.to_string()))?;
+        let mut names: Vec<String> = Vec::new();
+        while let Some(k) = keys.next().await {
+            names.push(k.map_err(|e| err(e.to_string()))?);
+        }
+        let mut out = Vec::with_capacity(names.len());
+        for k in names {
+            if let Some(e) = self.get(&k).await? {
+                out.push(e);
+            }
+        }
+        Ok(out)
     }
 
     /// Whether nothing is recorded.

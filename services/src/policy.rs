@@ -151,6 +151,8 @@ impl Reactor for PolicyGate {
         let data: Value = e.decode_as()?;
         match evaluate(rules, &data, e.time) {
             None => {
+                // The forwarded command expires when the gated one does.
+                ctx.forward_deadline();
                 ctx.emit_raw(command.clone(), e.data.clone())?;
             }
             Some((rule, reason)) => {

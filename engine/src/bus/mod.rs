@@ -24,6 +24,7 @@ pub use dead_letter::{
 };
 pub use dlq_ops::Redriven;
 pub use provision::PARTITIONS_METADATA_KEY;
+pub(crate) use read::unix_ms;
 pub use read::StoredEvent;
 pub use stats::{ConsumerStats, LogStats, StreamStats};
 pub use version::MIN_SERVER_VERSION;

@@ -28,6 +28,13 @@ pub(crate) struct RawStored {
     pub(crate) subject: String,
     pub(crate) headers: Option<HeaderMap>,
     pub(crate) payload: bytes::Bytes,
+    /// When JetStream stored it (Unix ms).
+    pub(crate) stored_ms: i64,
+}
+
+/// Unix ms of a stored message's server timestamp.
+pub(crate) fn unix_ms(t: time::OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
 }
 
 impl Bus {
@@ -158,6 +165,7 @@ impl Bus {
                     subject: msg.subject.to_string(),
                     headers: msg.headers.clone(),
                     payload: msg.payload.clone(),
+                    stored_ms: unix_ms(info.published),
                 })
             })
             .boxed())
@@ -231,6 +239,7 @@ impl Bus {
                 subject: msg.subject.to_string(),
                 headers: msg.headers.clone(),
                 payload: msg.payload.clone(),
+                stored_ms: unix_ms(info.published),
             });
             if remaining == 0 {
                 break;

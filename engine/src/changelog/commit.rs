@@ -119,6 +119,8 @@ mod tests {
             state_version: 1,
             state: vec![0x90],
             compensations: Vec::new(),
+            effects: Vec::new(),
+            undoing: Vec::new(),
             timers: Default::default(),
             waits: Vec::new(),
             watermark: applied,

@@ -2,8 +2,11 @@
 //! admit it, read its metadata, keep it alive while working, dead-letter it.
 
 mod admit;
+mod deadline;
 
 pub(crate) use admit::{admit, Delivery, Limits};
+pub(crate) use deadline::is_expired;
+pub use deadline::{CommandExpired, COMMAND_EXPIRED};
 
 use std::future::Future;
 use std::time::Duration;

@@ -17,6 +17,8 @@ pub use tree::{CausalTree, NodeKind, TreeNode};
 pub struct HistoryEntry {
     /// Stream sequence.
     pub sequence: u64,
+    /// When JetStream stored it (Unix ms): the clock sagas decide by.
+    pub stored_ms: i64,
     /// The event.
     pub event: Event,
     /// Set when this copy was redriven from the DLQ: the DLQ sequence it came from.
@@ -70,6 +72,7 @@ impl Bus {
             match crate::bus::wire::decode_event(m.headers.as_ref(), &m.payload) {
                 Ok(event) => history.events.push(HistoryEntry {
                     sequence: m.sequence,
+                    stored_ms: m.stored_ms,
                     event,
                     redriven_to: m
                         .subject

@@ -144,18 +144,21 @@ mod tests {
         History {
             events: vec![
                 HistoryEntry {
+                    stored_ms: 0,
                     sequence: 1,
                     event: root,
                     redriven_from: None,
                     redriven_to: None,
                 },
                 HistoryEntry {
+                    stored_ms: 0,
                     sequence: 2,
                     event: child,
                     redriven_from: None,
                     redriven_to: None,
                 },
                 HistoryEntry {
+                    stored_ms: 0,
                     sequence: 3,
                     event: saga,
                     redriven_from: None,

@@ -1,10 +1,13 @@
 //! The records the saga runtime, the store and the changelog share: the lowest layer of the
 //! engine above the wire types. No I/O here.
 
+mod effect;
 mod head;
 mod record;
 mod transition;
 
+pub(crate) use effect::Answer;
+pub use effect::{EffectState, PendingEffect, PendingUndo};
 pub use head::PartitionHead;
 pub use record::{Compensation, InstanceRecord, PendingEvent, SagaStatus};
 pub use transition::TimerEntry;

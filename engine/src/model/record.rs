@@ -6,15 +6,21 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::{PendingEffect, PendingUndo};
+
 /// Where a saga instance is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SagaStatus {
     /// Started, not finished.
     Running,
+    /// Failed or timed out; its compensations are sent and it waits until every one is
+    /// confirmed and every command it issued is answered or expired.
+    Compensating,
     /// Ended by `complete()`.
     Completed,
-    /// Failed or timed out; its compensations were emitted in reverse order.
+    /// Failed or timed out, and every effect it caused is undone: its compensations were
+    /// emitted in reverse order and confirmed, and no command it issued is unanswered.
     Compensated,
     /// Cannot continue (undecodable state, handler errors past the retry limit); the input that
     /// faulted it is in the DLQ.
@@ -24,13 +30,19 @@ pub enum SagaStatus {
 impl SagaStatus {
     /// Completed, Compensated or Faulted.
     pub fn is_terminal(self) -> bool {
+        !matches!(self, Self::Running | Self::Compensating)
+    }
+
+    /// No longer running its handler (Compensating or terminal).
+    pub fn has_ended(self) -> bool {
         !matches!(self, Self::Running)
     }
 
-    /// Lower-case name (`running`, `completed`, `compensated`, `faulted`).
+    /// Lower-case name (`running`, `compensating`, `completed`, `compensated`, `faulted`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Running => "running",
+            Self::Compensating => "compensating",
             Self::Completed => "completed",
             Self::Compensated => "compensated",
             Self::Faulted => "faulted",
@@ -49,11 +61,12 @@ impl std::str::FromStr for SagaStatus {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "running" => Ok(Self::Running),
+            "compensating" => Ok(Self::Compensating),
             "completed" => Ok(Self::Completed),
             "compensated" => Ok(Self::Compensated),
             "faulted" => Ok(Self::Faulted),
             other => Err(format!(
-                "unknown status {other:?} (running, completed, compensated, faulted)"
+                "unknown status {other:?} (running, compensating, completed, compensated, faulted)"
             )),
         }
     }
@@ -67,6 +80,9 @@ pub struct Compensation {
     /// Its msgpack data.
     #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
+    /// Answer types by which its service confirms it (empty: done once published).
+    #[serde(default)]
+    pub confirmed_by: Vec<String>,
 }
 
 /// The stored record of one saga instance.
@@ -87,6 +103,12 @@ pub struct InstanceRecord {
     pub state: Vec<u8>,
     /// Compensation stack, oldest first.
     pub compensations: Vec<Compensation>,
+    /// Commands issued whose outcome is not known yet (or that expired unexecuted).
+    #[serde(default)]
+    pub effects: Vec<PendingEffect>,
+    /// Compensations sent and not yet confirmed.
+    #[serde(default)]
+    pub undoing: Vec<PendingUndo>,
     /// Pending timers: name → due time (Unix ms).
     pub timers: BTreeMap<String, i64>,
     /// Event types the instance declared it awaits.

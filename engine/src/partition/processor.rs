@@ -227,9 +227,9 @@ impl Processor {
         let (seq, _) = delivery_info(msg);
         if let Ok(info) = msg.info() {
             self.backlog = info.pending;
-            self.log_ms =
-                i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+            self.log_ms = crate::bus::unix_ms(info.published);
         }
+        let at_ms = self.log_ms;
         if seq != 0 && seq <= self.applied_seq.max(batch.applied_seq) {
             return Ok(()); // a redelivery after the consumer was re-created
         }
@@ -283,7 +283,11 @@ impl Processor {
                 attempt = tracing::field::Empty,
             );
             crate::telemetry::set_parent(&span, event.traceparent.as_ref());
-            let input = SagaInput::Event { event: &event, seq };
+            let input = SagaInput::Event {
+                event: &event,
+                seq,
+                at_ms,
+            };
             self.apply_input(batch, &saga, &instance, input, Some((seq, msg)))
                 .instrument(span)
                 .await?;

@@ -37,6 +37,7 @@ pub struct ReactContext {
     span_trace: Option<TraceParent>,
     attempt: u32,
     dry_run: bool,
+    forward_deadline: bool,
     outputs: Vec<Event>,
 }
 
@@ -47,6 +48,7 @@ struct Stamp {
     depth: u32,
     trace: TraceParent,
     tracestate: Option<String>,
+    deadline: Option<OffsetDateTime>,
 }
 
 impl ReactContext {
@@ -69,12 +71,51 @@ impl ReactContext {
                     .traceparent
                     .unwrap_or_else(|| TraceParent::root_for(&input.id)),
                 tracestate: input.tracestate.clone(),
+                deadline: input.deadline,
             },
             span_trace: crate::telemetry::current_traceparent(),
             attempt,
             dry_run: false,
+            forward_deadline: false,
             outputs: Vec::new(),
         }
+    }
+
+    /// The `choreo.command.expired` answer to `input`, refused past its deadline (an id of its
+    /// own, apart from any output a run of the handler would derive).
+    pub(crate) fn expired(mut self, delivered: u64, cause: &Event) -> Vec<Event> {
+        let data = crate::delivery::CommandExpired {
+            actor: self.actor.to_string(),
+            command_type: cause.ty.to_string(),
+            command_cause: cause.causation.to_string(),
+            deadline: cause
+                .deadline
+                .and_then(|d| {
+                    d.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default(),
+            delivered,
+        };
+        let (Ok(ty), Ok(bytes)) = (
+            EventType::new(crate::delivery::COMMAND_EXPIRED),
+            rmp_serde::to_vec_named(&data),
+        ) else {
+            return Vec::new(); // a constant type and a plain struct: cannot fail
+        };
+        self.push_at(u32::MAX, ty, bytes);
+        self.outputs
+    }
+
+    /// Outputs from now on carry the input's deadline: for a reactor that forwards a command
+    /// (a policy gate), so the service behind it refuses it once expired too.
+    pub fn forward_deadline(&mut self) {
+        self.forward_deadline = true;
+    }
+
+    /// The input's deadline, if it is a command that has one.
+    pub fn deadline(&self) -> Option<OffsetDateTime> {
+        self.input.deadline
     }
 
     pub(crate) fn with_dry_run(mut self, dry_run: bool) -> Self {
@@ -139,7 +180,11 @@ impl ReactContext {
     }
 
     fn push(&mut self, ty: EventType, data: Vec<u8>) -> EventId {
-        let index = u32::try_from(self.outputs.len()).unwrap_or(u32::MAX);
+        let index = u32::try_from(self.outputs.len()).unwrap_or(u32::MAX - 1);
+        self.push_at(index, ty, data)
+    }
+
+    fn push_at(&mut self, index: u32, ty: EventType, data: Vec<u8>) -> EventId {
         let id = EventId::derived(&self.actor, &self.input.id, index);
         self.outputs.push(Event {
             id,
@@ -155,6 +200,11 @@ impl ReactContext {
                     .unwrap_or_else(|| self.input.trace.child_for(&id)),
             ),
             tracestate: self.input.tracestate.clone(),
+            deadline: if self.forward_deadline {
+                self.input.deadline
+            } else {
+                None
+            },
             data,
         });
         id

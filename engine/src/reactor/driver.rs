@@ -246,6 +246,24 @@ impl<R: Reactor> Driver<R> {
             attempt = tracing::field::Empty,
         );
         crate::telemetry::set_parent(&span, event.traceparent.as_ref());
+        if crate::delivery::is_expired(&event, time::OffsetDateTime::now_utc()) {
+            // Past its deadline: never run the handler; tell the issuer instead.
+            let _enter = span.enter();
+            self.env.counters.expired();
+            info!(delivered, "command past its deadline: not executed");
+            let ctx = ReactContext::new(
+                self.name.clone(),
+                Arc::clone(&self.source),
+                Arc::clone(&self.emits),
+                &event,
+                1,
+            );
+            drop(_enter);
+            self.publish_and_ack(&msg, ctx.expired(delivered, &event))
+                .instrument(span)
+                .await;
+            return;
+        }
         self.handle(&msg, event).instrument(span).await;
     }
 
@@ -325,17 +343,32 @@ impl<R: Reactor> Driver<R> {
 
     async fn publish_and_ack(&self, msg: &Message, outputs: Vec<Event>) {
         if !outputs.is_empty() {
-            let published = if self.atomic {
-                self.env.bus.publish_atomic(&outputs).await.map(|_| ())
-            } else {
-                self.env.bus.publish_all(&outputs).await.map(|_| ())
-            };
-            if let Err(e) = published {
-                // Infrastructure, not the input's fault: let JetStream redeliver it. The
-                // outputs that did land are deduplicated by id on the next run.
-                warn!(error = %e, "publishing outputs failed; input will be redelivered");
-                nak_later(msg).await;
-                return;
+            // Infrastructure, not the input's fault: retry in place (the ids deduplicate what
+            // did land), keeping the input alive, through a server failover; only past that
+            // let JetStream redeliver it. A nak at once would spend the input's deliveries in
+            // seconds and dead-letter it as poison.
+            let progress_every = (self.env.settings.ack_wait / 3).max(Duration::from_millis(100));
+            let mut pause = Duration::from_millis(100);
+            let give_up = Instant::now() + PUBLISH_RETRY_FOR;
+            loop {
+                let published = if self.atomic {
+                    self.env.bus.publish_atomic(&outputs).await.map(|_| ())
+                } else {
+                    self.env.bus.publish_all(&outputs).await.map(|_| ())
+                };
+                match published {
+                    Ok(()) => break,
+                    Err(e) if Instant::now() + pause < give_up => {
+                        warn!(error = %e, ?pause, "publishing outputs failed; retrying");
+                        with_progress(msg, progress_every, tokio::time::sleep(pause)).await;
+                        pause = (pause * 2).min(Duration::from_secs(5));
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "publishing outputs failed; input will be redelivered");
+                        nak_later(msg).await;
+                        return;
+                    }
+                }
             }
         }
         fail::fail_point!("reactor-after-publish-before-ack");
@@ -345,6 +378,9 @@ impl<R: Reactor> Driver<R> {
         self.env.counters.handled();
     }
 }
+
+/// How long a reactor retries publishing its outputs before it hands the input back.
+const PUBLISH_RETRY_FOR: Duration = Duration::from_secs(60);
 
 /// The lane of a delivery: a hash of its subject's correlation token (events and redrives alike),
 /// so one correlation always lands in the same lane.

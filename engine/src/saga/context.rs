@@ -7,6 +7,7 @@ use std::time::Duration;
 use choreo_schemas::{encode_data, EventType, Payload};
 use time::OffsetDateTime;
 
+use super::Effect;
 use crate::model::Compensation;
 use crate::reactor::EmitError;
 
@@ -25,7 +26,7 @@ pub struct SagaContext {
     now: OffsetDateTime,
     seed: u64,
     emits: Arc<BTreeSet<EventType>>,
-    pub(crate) emitted: Vec<(EventType, Vec<u8>)>,
+    pub(crate) emitted: Vec<(EventType, Vec<u8>, Option<Effect>)>,
     pub(crate) pushed: Vec<Compensation>,
     pub(crate) scheduled: Vec<(String, OffsetDateTime)>,
     pub(crate) cancelled: Vec<String>,
@@ -54,7 +55,8 @@ impl SagaContext {
         }
     }
 
-    /// The input's time (the event's `time`, or the timer's due time).
+    /// The input's time on the log: when JetStream stored the event (not the producer's
+    /// `ce-time`), or the timer's due time.
     pub fn now(&self) -> OffsetDateTime {
         self.now
     }
@@ -68,14 +70,41 @@ impl SagaContext {
     pub fn emit<P: Payload>(&mut self, payload: &P) -> Result<(), EmitError> {
         let ty = P::event_type();
         self.check(&ty)?;
-        self.emitted.push((ty, encode_data(payload)?));
+        self.emitted.push((ty, encode_data(payload)?, None));
         Ok(())
     }
 
     /// Emit with already-encoded msgpack data.
     pub fn emit_raw(&mut self, ty: EventType, data: Vec<u8>) -> Result<(), EmitError> {
         self.check(&ty)?;
-        self.emitted.push((ty, data));
+        self.emitted.push((ty, data, None));
+        Ok(())
+    }
+
+    /// Issue a command whose effect the runtime tracks (see [`Effect`]): its answers settle
+    /// it, and its compensation is sent whenever it turns out to have taken effect after the
+    /// instance failed. The answer types (and the compensation's confirmation) must be among
+    /// the saga's inputs.
+    pub fn issue<P: Payload>(&mut self, command: &P, effect: Effect) -> Result<(), EmitError> {
+        self.issue_raw(P::event_type(), encode_data(command)?, effect)
+    }
+
+    /// [`SagaContext::issue`] with already-encoded data.
+    pub fn issue_raw(
+        &mut self,
+        ty: EventType,
+        data: Vec<u8>,
+        effect: Effect,
+    ) -> Result<(), EmitError> {
+        self.check(&ty)?;
+        if let Some(c) = &effect.compensation {
+            let cty = EventType::new(c.ty.as_str()).map_err(|e| EmitError::Undeclared {
+                actor: self.saga.clone(),
+                ty: format!("{}: {e}", c.ty),
+            })?;
+            self.check(&cty)?;
+        }
+        self.emitted.push((ty, data, Some(effect)));
         Ok(())
     }
 
@@ -92,13 +121,15 @@ impl SagaContext {
         self.pushed.push(Compensation {
             ty: ty.to_string(),
             data,
+            confirmed_by: Vec::new(),
         });
         Ok(())
     }
 
-    /// Schedule (or re-schedule) the named timer, due `after` the input's time.
+    /// Schedule (or re-schedule) the named timer, due `after` the input's time (a due time
+    /// past the calendar's end is clamped to it: such a timer never fires).
     pub fn schedule(&mut self, name: impl Into<String>, after: Duration) {
-        let due = self.now + after;
+        let due = later(self.now, after);
         let name = name.into();
         self.cancelled.retain(|n| n != &name);
         self.scheduled.retain(|(n, _)| n != &name);
@@ -124,7 +155,9 @@ impl SagaContext {
         self.outcome = Some(Outcome::Complete);
     }
 
-    /// Fail: after this input, emit the compensations in reverse order and end `Compensated`.
+    /// Fail: after this input, emit the compensations in reverse order; the instance is
+    /// `compensating` until they are confirmed and its issued commands settled, then
+    /// `compensated`.
     pub fn fail(&mut self, reason: impl Into<String>) {
         self.outcome = Some(Outcome::Fail(reason.into()));
     }
@@ -138,5 +171,30 @@ impl SagaContext {
                 ty: ty.to_string(),
             })
         }
+    }
+}
+
+/// `t + after`, clamped to the last representable instant instead of overflowing.
+pub(crate) fn later(t: OffsetDateTime, after: Duration) -> OffsetDateTime {
+    time::Duration::try_from(after)
+        .ok()
+        .and_then(|d| t.checked_add(d))
+        .unwrap_or_else(|| time::PrimitiveDateTime::MAX.assume_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_due_time_past_the_calendar_is_clamped_not_a_panic() {
+        let end = time::PrimitiveDateTime::MAX.assume_utc();
+        assert_eq!(later(end, Duration::from_secs(60)), end);
+        assert_eq!(later(OffsetDateTime::UNIX_EPOCH, Duration::MAX), end);
+        let t = OffsetDateTime::UNIX_EPOCH;
+        assert_eq!(
+            later(t, Duration::from_secs(60)),
+            t + time::Duration::seconds(60)
+        );
     }
 }

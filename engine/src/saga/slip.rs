@@ -11,7 +11,8 @@ use std::time::Duration;
 use choreo_schemas::{Event, EventType};
 use serde::{Deserialize, Serialize};
 
-use super::{Saga, SagaContext, SagaError};
+use super::{Effect, Saga, SagaContext, SagaError};
+use crate::delivery::{CommandExpired, COMMAND_EXPIRED};
 use crate::error::ConfigError;
 
 /// One step of an itinerary.
@@ -27,6 +28,8 @@ pub struct SlipStep {
     pub failed_by: EventType,
     /// The command that undoes it, if any.
     pub compensation: Option<EventType>,
+    /// The event that confirms the compensation (`None`: done once sent).
+    pub compensation_confirmed_by: Option<EventType>,
     /// How long to wait for an answer.
     pub timeout: Option<Duration>,
 }
@@ -45,6 +48,7 @@ impl SlipStep {
             confirmed_by,
             failed_by,
             compensation: None,
+            compensation_confirmed_by: None,
             timeout: None,
         }
     }
@@ -55,7 +59,20 @@ impl SlipStep {
         self
     }
 
-    /// Fail the slip if no answer arrives within `timeout`.
+    /// The command that undoes this step, and the event its service confirms it with: a failed
+    /// slip stays `compensating` until that confirmation arrives.
+    pub fn compensate_with_confirmation(
+        mut self,
+        command: EventType,
+        confirmed_by: EventType,
+    ) -> Self {
+        self.compensation = Some(command);
+        self.compensation_confirmed_by = Some(confirmed_by);
+        self
+    }
+
+    /// Fail the slip if no answer arrives within `timeout`; the command carries that deadline
+    /// (no service runs it later).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -108,10 +125,20 @@ impl RoutingSlip {
             ctx.complete();
             return Ok(());
         };
-        ctx.emit_raw(step.command.clone(), state.document.clone())?;
+        let mut effect =
+            Effect::confirmed_by(step.confirmed_by.clone()).failed_by(step.failed_by.clone());
+        if let Some(c) = &step.compensation {
+            effect = effect.compensate_with_raw(
+                c.clone(),
+                state.document.clone(),
+                step.compensation_confirmed_by.clone(),
+            );
+        }
         if let Some(t) = step.timeout {
+            effect = effect.deadline(t);
             ctx.schedule(Self::timer(state.current), t);
         }
+        ctx.issue_raw(step.command.clone(), state.document.clone(), effect)?;
         ctx.awaits(step.confirmed_by.clone());
         Ok(())
     }
@@ -174,7 +201,11 @@ impl Saga for RoutingSlip {
     fn continues_on(&self) -> Vec<EventType> {
         self.steps
             .iter()
-            .flat_map(|s| [s.confirmed_by.clone(), s.failed_by.clone()])
+            .flat_map(|s| {
+                [s.confirmed_by.clone(), s.failed_by.clone()]
+                    .into_iter()
+                    .chain(s.compensation_confirmed_by.clone())
+            })
             .collect()
     }
 
@@ -199,11 +230,18 @@ impl Saga for RoutingSlip {
         let Some(step) = self.steps.get(state.current) else {
             return Ok(());
         };
-        if event.ty == step.confirmed_by {
-            ctx.cancel(Self::timer(state.current));
-            if let Some(c) = &step.compensation {
-                ctx.push_compensation_raw(c.clone(), state.document.clone())?;
+        if event.ty.as_str() == COMMAND_EXPIRED {
+            let expired: CommandExpired = event.decode_as()?;
+            if expired.command_type == step.command.as_str() {
+                ctx.cancel(Self::timer(state.current));
+                ctx.fail(format!("step {} expired unexecuted", step.name));
             }
+            return Ok(());
+        }
+        if event.ty == step.confirmed_by {
+            // The runtime put the step's compensation on the stack (it was declared with the
+            // command).
+            ctx.cancel(Self::timer(state.current));
             state.current += 1;
             self.dispatch(state, ctx)
         } else if event.ty == step.failed_by {

@@ -399,6 +399,8 @@ mod tests {
             state_version: 1,
             state: vec![1, 2, 3],
             compensations: Vec::new(),
+            effects: Vec::new(),
+            undoing: Vec::new(),
             timers,
             waits: Vec::new(),
             watermark: u64::from(i),

@@ -1,7 +1,9 @@
 //! The simulated providers (flight, hotel, car rental, payment): each a reactor that books
 //! through the idempotent ledger, and answers, fails or stays silent as [`behavior`] says.
 
-use choreo::{Event, EventType, ReactContext, ReactError, Reactor};
+use std::time::Duration;
+
+use choreo::{Event, EventType, ReactContext, ReactError, Reactor, RetryPolicy};
 use choreo_services::{dry_run_type, emit_dry_run, Ledger};
 
 use crate::domain::{behavior, Behavior, Booking, Faults, Step, Verb};
@@ -51,6 +53,16 @@ impl Reactor for Provider {
         }
         e
     }
+    /// Ride out a NATS failover (a stream leader election takes seconds): a cancellation that
+    /// is dead-lettered leaves its trip compensating until an operator acts.
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::builder()
+            .max_attempts(10)
+            .initial_delay(Duration::from_millis(200))
+            .max_delay(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default()
+    }
     async fn react(&self, e: &Event, ctx: &mut ReactContext) -> Result<(), ReactError> {
         let mut b: Booking = e.decode_as()?;
         let step = self.step.as_str();
@@ -74,8 +86,27 @@ impl Reactor for Provider {
         if ctx.dry_run() {
             return emit_dry_run(ctx, e, &what);
         }
+        // Keyed by the business operation (a trip books and cancels each step at most once),
+        // not by the command: a second cancellation of one booking finds it applied, and a
+        // cancellation of a booking that does not exist (a saga compensating a step whose
+        // outcome it never learned) records nothing, so a booking that still comes is undone
+        // by the cancellation its late confirmation triggers.
+        let key = |verb: &str| format!("{}/{verb}/{}", self.name, b.trip);
+        if cancel
+            && self
+                .ledger
+                .get(&key("book"))
+                .await
+                .map_err(ReactError::transient)?
+                .is_none()
+        {
+            b.note = format!("nothing to cancel: no {step} booked for {}", b.trip);
+            ctx.emit_raw(self.step.ty(Verb::Cancelled), encode(&b)?)?;
+            return Ok(());
+        }
+        let op = if cancel { key("cancel") } else { key("book") };
         self.ledger
-            .apply(&ctx.idempotency_key(), &what, &e.data)
+            .apply(&op, &what, &e.data)
             .await
             .map_err(ReactError::transient)?;
         b.note = format!("{}-{}", step.to_uppercase(), b.trip);

@@ -109,10 +109,12 @@ pub fn classify(record: &InstanceRecord) -> Outcome {
     let reason = record.reason.as_deref().unwrap_or_default();
     match record.status {
         SagaStatus::Completed => Outcome::Completed,
-        SagaStatus::Compensated if reason.contains("timed out") => Outcome::TimedOut,
+        SagaStatus::Compensated if reason.contains("timed out") || reason.contains("expired") => {
+            Outcome::TimedOut
+        }
         SagaStatus::Compensated if reason.contains("vetoed") => Outcome::Vetoed,
         SagaStatus::Compensated => Outcome::Compensated,
-        SagaStatus::Faulted | SagaStatus::Running => Outcome::Faulted,
+        SagaStatus::Faulted | SagaStatus::Running | SagaStatus::Compensating => Outcome::Faulted,
     }
 }
 

@@ -1,9 +1,14 @@
-//! The trip saga: flight → hotel → car → payment (behind the policy gate). Each booking pushes
-//! its cancellation; a failure, a veto or a step timeout cancels the booked steps in reverse.
+//! The trip saga: flight → hotel → car → payment (behind the policy gate). Each request is
+//! issued as an [`Effect`] with its cancellation (a refund for the payment) and a deadline of
+//! one step timeout; a failure, a veto, an expiry or a step timeout cancels the booked steps in
+//! reverse, and an answer that comes after that is cancelled too.
 
 use std::time::Duration;
 
-use choreo::{Event, EventType, Payload, Saga, SagaContext, SagaError};
+use choreo::{
+    CommandExpired, Effect, Event, EventType, Payload, Saga, SagaContext, SagaError,
+    COMMAND_EXPIRED,
+};
 use choreo_services::{gated_type, Vetoed};
 use serde::{Deserialize, Serialize};
 
@@ -43,15 +48,35 @@ impl TripSaga {
             note: String::new(),
         };
         let data = encode(&booking)?;
-        let ty = if *step == Step::Payment {
-            gated_type(&step.ty(Verb::Request)).map_err(|e| SagaError::Permanent(e.to_string()))?
-        } else {
-            step.ty(Verb::Request)
-        };
-        ctx.emit_raw(ty, data)?;
+        let ty = self.command(*step)?;
+        let mut undo = booking;
+        undo.note = format!("cancel {}-{}", step.as_str().to_uppercase(), undo.trip);
+        let mut effect = Effect::confirmed_by(step.ty(Verb::Done))
+            .failed_by(step.ty(Verb::Failed))
+            .compensate_with_raw(
+                step.ty(Verb::Cancel),
+                encode(&undo)?,
+                Some(step.ty(Verb::Cancelled)),
+            )
+            .deadline(self.step_timeout);
+        if *step == Step::Payment {
+            effect = effect.failed_by(Vetoed::event_type());
+        }
+        ctx.issue_raw(ty, data, effect)?;
         ctx.schedule(step.as_str(), self.step_timeout);
         ctx.awaits(step.ty(Verb::Done));
         Ok(())
+    }
+}
+
+impl TripSaga {
+    /// The command a step is requested with (the payment goes through the policy gate).
+    fn command(&self, step: Step) -> Result<EventType, SagaError> {
+        if step == Step::Payment {
+            gated_type(&step.ty(Verb::Request)).map_err(|e| SagaError::Permanent(e.to_string()))
+        } else {
+            Ok(step.ty(Verb::Request))
+        }
     }
 }
 
@@ -67,7 +92,7 @@ impl Saga for TripSaga {
     fn continues_on(&self) -> Vec<EventType> {
         Step::ALL
             .iter()
-            .flat_map(|s| [s.ty(Verb::Done), s.ty(Verb::Failed)])
+            .flat_map(|s| [s.ty(Verb::Done), s.ty(Verb::Failed), s.ty(Verb::Cancelled)])
             .chain(std::iter::once(Vetoed::event_type()))
             .collect()
     }
@@ -75,6 +100,7 @@ impl Saga for TripSaga {
         let mut e: Vec<EventType> = [Step::Flight, Step::Hotel, Step::Car]
             .iter()
             .flat_map(|s| [s.ty(Verb::Request), s.ty(Verb::Cancel)])
+            .chain(std::iter::once(Step::Payment.ty(Verb::Cancel)))
             .collect();
         if let Ok(g) = gated_type(&Step::Payment.ty(Verb::Request)) {
             e.push(g);
@@ -98,6 +124,16 @@ impl Saga for TripSaga {
         let Some(current) = Step::ALL.get(state.step).copied() else {
             return Ok(());
         };
+        if e.ty.as_str() == COMMAND_EXPIRED {
+            let x: CommandExpired = e.decode_as()?;
+            if self.command(current)?.as_str() == x.command_type
+                || current.ty(Verb::Request).as_str() == x.command_type
+            {
+                ctx.cancel(current.as_str());
+                ctx.fail(format!("{} expired unexecuted", current.as_str()));
+            }
+            return Ok(());
+        }
         if e.ty == Vetoed::event_type() {
             let v: Vetoed = e.decode()?;
             if current == Step::Payment {
@@ -113,9 +149,7 @@ impl Saga for TripSaga {
                     ctx.complete();
                     return Ok(());
                 }
-                let mut b: Booking = e.decode_as()?;
-                b.note = format!("cancel {}", b.note);
-                ctx.push_compensation_raw(step.ty(Verb::Cancel), encode(&b)?)?;
+                // Its cancellation is on the stack already: declared with the request.
                 state.step += 1;
                 self.request(state, ctx)
             }

@@ -133,7 +133,10 @@ fn live_record(
         compensations: vec![Compensation {
             ty: "bench.step1.undo.v1".to_owned(),
             data: BenchData::new(i, 0, 0).encode()?,
+            confirmed_by: Vec::new(),
         }],
+        effects: Vec::new(),
+        undoing: Vec::new(),
         timers: BTreeMap::from([("deadline".to_owned(), now_ms + 3_600_000)]),
         waits: vec!["bench.step2.done.v1".to_owned()],
         watermark: 0,
