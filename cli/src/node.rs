@@ -33,6 +33,10 @@ pub(crate) struct NodeArgs {
     /// Lease TTL in milliseconds: a dead node's partitions move after about this long.
     #[arg(long, default_value_t = 5000)]
     pub(crate) lease_ttl_ms: u64,
+    /// Retention of ended saga instances in seconds (default 7 days; 0 keeps them forever):
+    /// then they leave the changelog (a per-message TTL) and the store.
+    #[arg(long, default_value_t = 7 * 24 * 3600)]
+    pub(crate) retention_secs: u64,
     /// Partition count used when the log is created.
     #[arg(long, env = "CHOREO_PARTITIONS", default_value_t = 16)]
     pub(crate) partitions: u16,
@@ -75,6 +79,7 @@ async fn start(args: &NodeArgs, dir: PathBuf) -> anyhow::Result<RunningNode> {
             opts.step_timeout = Duration::from_millis(args.step_timeout_ms);
             opts.node_id.clone_from(&args.node_id);
             opts.lease_ttl = ttl;
+            opts.retention = Duration::from_secs(args.retention_secs);
             choreo_example_travel::node(cfg, &opts).await?
         }
         Example::Release => {
@@ -82,6 +87,7 @@ async fn start(args: &NodeArgs, dir: PathBuf) -> anyhow::Result<RunningNode> {
             opts.approval_timeout = Duration::from_millis(args.step_timeout_ms);
             opts.node_id.clone_from(&args.node_id);
             opts.lease_ttl = ttl;
+            opts.retention = Duration::from_secs(args.retention_secs);
             choreo_example_release::node(cfg, &opts).await?
         }
     })

@@ -638,3 +638,30 @@ async fn two_demos_at_once_on_one_server_both_end_as_predicted() -> Result<()> {
     }
     Ok(())
 }
+
+/// The nats-server stopped (SIGSTOP) for 10 s mid-run, then continued: every trip terminal, and
+/// the ledger holds no uncancelled booking of a trip that did not complete, nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_paused_for_ten_seconds_mid_run() -> Result<()> {
+    let mut server = NatsServer::start_temp().await?;
+    let url = server.url();
+    let bus = Bus::connect(config(&url, Replicas::One)?).await?;
+    let dir = tempfile::tempdir()?;
+    let a = NodeProc::start(&url, dir.path(), "pa", TTL_MS, 1).await?;
+    let (mut ended, run) = drive(&bus, 60);
+    until_ended(&mut ended, 10).await?;
+    server.pause().await?;
+    // The fault's length (the nemesis), not a wait for a result.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    server.resume().await?;
+    let summary = run.await??;
+    assert_eq!(
+        summary.trips.len(),
+        60,
+        "every trip terminal after the pause"
+    );
+    await_ledger_settled(&bus, &summary).await?;
+    a.stop().await?;
+    check_log(&bus).await?;
+    Ok(())
+}

@@ -11,6 +11,9 @@ pub const ENV_NATS_URL: &str = "CHOREO_NATS_URL";
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 /// Smallest accepted JetStream duplicate window: output ids are deduplicated within it.
 pub const MIN_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Default maximum age of the events stream: 30 days (history, replay and audit reach that far
+/// back; set [`BusConfigBuilder::max_age`] to keep more, zero for unlimited).
+pub const DEFAULT_EVENTS_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// How to authenticate to NATS.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -151,7 +154,7 @@ impl Default for BusConfigBuilder {
             client_name: "choreo".to_owned(),
             namespace: choreo_schemas::DEFAULT_ROOT.to_owned(),
             partitions: 16,
-            max_age: None,
+            max_age: Some(DEFAULT_EVENTS_MAX_AGE),
             max_bytes: None,
             replicas: Replicas::One,
             duplicate_window: MIN_DUPLICATE_WINDOW,
@@ -191,12 +194,13 @@ impl BusConfigBuilder {
         self.partitions = partitions;
         self
     }
-    /// Maximum age of events in the log (default: unlimited).
+    /// Maximum age of events in the log (default [`DEFAULT_EVENTS_MAX_AGE`], 30 days; zero:
+    /// unlimited, and a node warns at start). Applies when the stream is created.
     pub fn max_age(mut self, max_age: Duration) -> Self {
-        self.max_age = Some(max_age);
+        self.max_age = (!max_age.is_zero()).then_some(max_age);
         self
     }
-    /// Maximum size of the log in bytes (default: unlimited).
+    /// Maximum size of the log in bytes (default: unlimited; the age limit applies).
     pub fn max_bytes(mut self, max_bytes: i64) -> Self {
         self.max_bytes = Some(max_bytes);
         self
@@ -243,7 +247,7 @@ impl BusConfigBuilder {
             }
         }
         if let Some(age) = self.max_age {
-            if age < self.duplicate_window {
+            if age < self.duplicate_window.max(Duration::from_secs(1)) {
                 return Err(ConfigError::new(
                     "max_age must be at least the duplicate window",
                 ));

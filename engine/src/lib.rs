@@ -77,8 +77,8 @@ pub use cluster::{
     read_leases, Lease, Member, NodeId, DEFAULT_LEASE_TTL, LEASES_BUCKET, MEMBERS_BUCKET,
 };
 pub use config::{
-    Auth, BusConfig, BusConfigBuilder, Replicas, Tls, DEFAULT_NATS_URL, ENV_NATS_URL,
-    MIN_DUPLICATE_WINDOW,
+    Auth, BusConfig, BusConfigBuilder, Replicas, Tls, DEFAULT_EVENTS_MAX_AGE, DEFAULT_NATS_URL,
+    ENV_NATS_URL, MIN_DUPLICATE_WINDOW,
 };
 pub use delivery::{CommandExpired, COMMAND_EXPIRED};
 pub use error::{BusError, ConfigError, NodeError, ServerError};
@@ -87,7 +87,7 @@ pub use metrics::{ActorMetrics, Metrics, SagaGauges};
 pub use model::{EffectState, PartitionHead, PendingEffect, PendingEvent, PendingUndo};
 pub use node::{
     run_to_end, Node, NodeBuilder, PartitionHealth, RunningNode, DEFAULT_MAX_DELIVERIES,
-    DEFAULT_MAX_DEPTH, DEFAULT_SAGA_BATCH,
+    DEFAULT_MAX_DEPTH, DEFAULT_RETENTION, DEFAULT_SAGA_BATCH,
 };
 pub use reactor::{EmitError, ReactContext, ReactError, Reactor};
 pub use retry::{RetryPolicy, RetryPolicyBuilder};

@@ -434,3 +434,62 @@ async fn a_wild_ce_time_drives_nothing_the_log_clock_does() -> Result<()> {
     node.shutdown().await?;
     Ok(())
 }
+
+/// Retention: an ended instance older than the retention leaves the changelog (per-message
+/// TTL) and the store (the processor's sweep); a running one stays in both.
+#[tokio::test]
+async fn ended_instances_leave_after_the_retention_running_ones_stay() -> Result<()> {
+    let h = Harness::start().await?;
+    let dir = tempfile::tempdir()?;
+    let node = Node::builder()
+        .bus(h.config()?)
+        .data_dir(dir.path())
+        .reactor(Agency)
+        .saga(TripSaga::new("trip", Duration::from_secs(600)))
+        .retention(Duration::from_secs(1))
+        .build()?
+        .start()
+        .await?;
+    h.bus
+        .publish_all(&[
+            trip("kept-running", Scenario::CarSilent),
+            trip("ended-ok", Scenario::Ok),
+        ])
+        .await?;
+    wait_events(
+        &h.bus,
+        &h.bus
+            .subjects()
+            .type_filter(&common::trip::ty(SAGA_COMPLETED)),
+        1,
+    )
+    .await?;
+    let log = choreo::Changelog::new(&h.bus);
+    let store = node.store().context("store")?.clone();
+    wait_until(
+        "the ended instance is gone from the changelog and the store",
+        || {
+            let (log, store) = (log.clone(), store.clone());
+            async move {
+                Ok(log.find("trip", "ended-ok", None).await?.is_none()
+                    && store.get("trip", "ended-ok")?.is_none())
+            }
+        },
+    )
+    .await?;
+    let running = log
+        .find("trip", "kept-running", None)
+        .await?
+        .context("the running instance is kept")?;
+    assert_eq!(running.status, SagaStatus::Running);
+    assert!(store.get("trip", "kept-running")?.is_some());
+    let listed: Vec<String> = log
+        .list(Some("trip"), None)
+        .await?
+        .into_iter()
+        .map(|r| r.instance)
+        .collect();
+    assert_eq!(listed, ["kept-running"]);
+    node.shutdown().await?;
+    Ok(())
+}

@@ -66,6 +66,8 @@ pub(crate) fn state_stream_config(cfg: &BusConfig) -> stream::Config {
         allow_direct: true,
         // Every commit of a partition is one atomic batch, fenced by its head.
         allow_atomic_publish: true,
+        // Records of ended instances expire after the nodes' retention (`Nats-TTL`).
+        allow_message_ttl: true,
         ..Default::default()
     }
 }
@@ -110,10 +112,30 @@ pub(crate) async fn provision(js: &jetstream::Context, cfg: &BusConfig) -> Resul
             .get_or_create_stream(wanted.clone())
             .await
             .map_err(|e| BusError::js(format!("create stream {name}"), e))?;
-        let info = stream
+        let mut info = stream
             .info()
             .await
-            .map_err(|e| BusError::js(format!("stream info {name}"), e))?;
+            .map_err(|e| BusError::js(format!("stream info {name}"), e))?
+            .clone();
+        if wanted.allow_message_ttl && !info.config.allow_message_ttl {
+            // A changelog created before retention existed: enable per-message TTLs.
+            let mut cfg = info.config.clone();
+            cfg.allow_message_ttl = true;
+            info = js
+                .update_stream(cfg)
+                .await
+                .map_err(|e| BusError::js(format!("enable message TTLs on {name}"), e))?;
+        }
+        if name == cfg.events_stream()
+            && info.config.max_age.is_zero()
+            && info.config.max_bytes < 0
+            && info.config.max_messages < 0
+        {
+            tracing::warn!(
+                stream = %name,
+                "the events stream has no limits (max_age, max_bytes, max_msgs): it grows forever; set BusConfig::max_age or max_bytes, or the stream's limits"
+            );
+        }
         if info.config.subjects != wanted.subjects {
             return Err(BusError::IncompatibleStream {
                 stream: name,

@@ -3,7 +3,7 @@
 
 use async_nats::header::{
     NATS_BATCH_COMMIT, NATS_BATCH_COMMIT_FINAL, NATS_BATCH_ID, NATS_BATCH_SEQUENCE,
-    NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+    NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_MESSAGE_TTL,
 };
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
@@ -31,20 +31,32 @@ impl Changelog {
         records: &[InstanceRecord],
     ) -> Result<u64, ChangelogError> {
         let unknown = |reason: String| ChangelogError::Unknown { partition, reason };
+        // An ended instance's record expires after the retention (a whole number of seconds).
+        let ttl = self.ended_ttl.map(|d| {
+            d.as_secs()
+                .saturating_add(u64::from(d.subsec_nanos() > 0))
+                .max(1)
+                .to_string()
+        });
         let mut msgs = Vec::with_capacity(records.len() + 1);
         for r in records {
+            let expires = ttl.clone().filter(|_| r.status.is_terminal());
             msgs.push((
                 self.instance_subject(partition, &r.saga, &r.instance),
                 encode(r)?,
+                expires,
             ));
         }
-        msgs.push((self.head_subject(partition), encode(head)?));
+        msgs.push((self.head_subject(partition), encode(head)?, None));
         let batch_id = uuid::Uuid::now_v7().simple().to_string();
         let last = msgs.len();
         let client = self.bus.client();
         let mut ack = None;
-        for (i, (subject, payload)) in msgs.into_iter().enumerate() {
+        for (i, (subject, payload, expires)) in msgs.into_iter().enumerate() {
             let mut headers = HeaderMap::new();
+            if let Some(t) = expires {
+                headers.insert(NATS_MESSAGE_TTL, t.as_str());
+            }
             if i + 1 == last {
                 headers.insert(
                     NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,

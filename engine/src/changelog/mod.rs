@@ -66,6 +66,8 @@ pub struct Changelog {
     stream: String,
     root: String,
     timeout: Duration,
+    /// How long the record of an ended instance is kept (per-message TTL); `None`: forever.
+    ended_ttl: Option<Duration>,
 }
 
 impl Changelog {
@@ -75,8 +77,16 @@ impl Changelog {
             stream: bus.config().state_stream(),
             root: bus.subjects().root().to_owned(),
             timeout: bus.config().request_timeout,
+            ended_ttl: None,
             bus: bus.clone(),
         }
+    }
+
+    /// Keep the record of an ended instance `retention` after its last change, then let
+    /// JetStream delete it (`Nats-TTL`); zero keeps it forever.
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.ended_ttl = (!retention.is_zero()).then_some(retention);
+        self
     }
 
     /// The stream's name (`CHOREO_STATE`).

@@ -38,6 +38,8 @@ pub const DEFAULT_SAGA_BATCH: usize = 256;
 pub const DEFAULT_MAX_DEPTH: u32 = 64;
 /// Default delivery limit: past it, nodes keep crashing on the input, so it is dead-lettered.
 pub const DEFAULT_MAX_DELIVERIES: u64 = 5;
+/// Default [`NodeBuilder::retention`] of ended saga instances: 7 days.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Builder for a [`Node`]; `build()` validates the whole topology.
 pub struct NodeBuilder {
@@ -50,6 +52,7 @@ pub struct NodeBuilder {
     settings: DriverSettings,
     node_id: Option<NodeId>,
     lease_ttl: Duration,
+    retention: Duration,
     errors: Vec<String>,
 }
 
@@ -58,6 +61,7 @@ impl Default for NodeBuilder {
         Self {
             node_id: None,
             lease_ttl: DEFAULT_LEASE_TTL,
+            retention: DEFAULT_RETENTION,
             bus: None,
             hosts: Vec::new(),
             sagas: Vec::new(),
@@ -134,6 +138,14 @@ impl NodeBuilder {
     /// first node that creates the buckets.
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl;
+        self
+    }
+
+    /// How long an ended saga instance (completed, compensated, faulted) is kept after its last
+    /// change: then it is gone from the changelog (a per-message TTL) and the store. Default
+    /// 7 days; zero keeps ended instances forever. Running instances are never purged.
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
         self
     }
 
@@ -281,6 +293,7 @@ impl NodeBuilder {
             settings: self.settings,
             node_id: self.node_id,
             lease_ttl: self.lease_ttl,
+            retention: self.retention,
         })
     }
 }
@@ -296,6 +309,7 @@ pub struct Node {
     settings: DriverSettings,
     node_id: Option<NodeId>,
     lease_ttl: Duration,
+    retention: Duration,
 }
 
 impl std::fmt::Debug for Node {
@@ -336,7 +350,7 @@ impl Node {
         let mut running = RunningNode {
             bus: bus.clone(),
             metrics: metrics.clone(),
-            changelog: Changelog::new(&bus),
+            changelog: Changelog::new(&bus).with_retention(self.retention),
             node_id,
             store: None,
             processors: None,
@@ -403,6 +417,7 @@ impl Node {
                 max_depth: self.settings.max_depth,
                 batch: self.saga_batch,
                 idle_mark: Duration::from_millis(500),
+                retention: self.retention,
             },
             node: running.node_id.clone(),
             routes: routes.clone(),

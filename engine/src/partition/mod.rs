@@ -39,6 +39,8 @@ pub(crate) struct ProcessorSettings {
     /// After a commit whose events were published, mark them published in the head if no other
     /// commit came within this long.
     pub(crate) idle_mark: Duration,
+    /// Ended instances older than this leave the store (zero: never).
+    pub(crate) retention: Duration,
 }
 
 /// What every processor of a node shares.

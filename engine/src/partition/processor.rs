@@ -143,6 +143,9 @@ impl Processor {
                 }
             };
             let mut chunks = stream.ready_chunks(self.env.settings.batch);
+            let retention = self.env.settings.retention;
+            let mut sweep = tokio::time::interval(sweep_every(retention));
+            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let unmarked = self.published > self.written.published
                     || self.applied_seq > self.written.applied_seq;
@@ -182,11 +185,34 @@ impl Processor {
                         None => continue 'open,
                     },
                     () = tokio::time::sleep(idle_mark), if unmarked => self.mark().await,
+                    _ = sweep.tick(), if !retention.is_zero() => {
+                        self.purge_ended(retention);
+                        Ok(())
+                    }
                 };
                 if let Err(exit) = step {
                     return exit;
                 }
             }
+        }
+    }
+
+    /// Drop ended instances past the retention from the store (their changelog records expire
+    /// by TTL on their own).
+    fn purge_ended(&self, retention: Duration) {
+        let age = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        match self
+            .env
+            .store
+            .purge_ended(self.partition, now_ms().saturating_sub(age))
+        {
+            Ok(0) => {}
+            Ok(n) => debug!(
+                partition = self.partition,
+                purged = n,
+                "ended instances past the retention left the store"
+            ),
+            Err(e) => warn!(partition = self.partition, error = %e, "cannot purge ended instances"),
         }
     }
 
@@ -625,4 +651,10 @@ fn with_span_trace(t: &mut Transition) {
             e.traceparent = Some(tp);
         }
     }
+}
+
+/// How often a processor sweeps ended instances out of the store: a quarter of the retention,
+/// between 1 s and 10 min.
+fn sweep_every(retention: Duration) -> Duration {
+    (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(600))
 }

@@ -290,6 +290,28 @@ impl Store {
         Ok(n)
     }
 
+    /// Forget the ended instances of `partition` last changed before `cutoff_ms` (retention;
+    /// the changelog drops its copies by per-message TTL). Returns how many.
+    pub(crate) fn purge_ended(&self, partition: u16, cutoff_ms: i64) -> Result<usize, StoreError> {
+        let _gate = self.guard();
+        let mut n = 0;
+        for item in self.instances.scan_prefix(partition.to_be_bytes()) {
+            let (k, v) = item?;
+            let r: InstanceRecord = decode(&k, &v)?;
+            if !r.status.is_terminal() || r.updated_ms >= cutoff_ms {
+                continue;
+            }
+            for (name, due) in &r.timers {
+                self.timers
+                    .remove(timer_key(partition, &r.saga, &r.instance, name, *due))?;
+            }
+            self.index.remove(name_key(&r.saga, &r.instance))?;
+            self.instances.remove(k)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Drop one timer from the index (its instance no longer holds it).
     pub(crate) fn remove_timer(
         &self,

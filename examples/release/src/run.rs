@@ -66,6 +66,8 @@ pub struct ReleaseOptions {
     pub node_id: Option<String>,
     /// Lease TTL of partition ownership.
     pub lease_ttl: Duration,
+    /// Retention of ended instances (zero: forever).
+    pub retention: Duration,
 }
 
 impl std::fmt::Debug for ReleaseOptions {
@@ -92,6 +94,7 @@ impl ReleaseOptions {
             deadline: Duration::from_secs(120),
             node_id: None,
             lease_ttl: choreo::DEFAULT_LEASE_TTL,
+            retention: choreo::DEFAULT_RETENTION,
         }
     }
 }
@@ -133,6 +136,7 @@ pub async fn node(cfg: BusConfig, opts: &ReleaseOptions) -> anyhow::Result<Runni
         .bus(cfg)
         .data_dir(&opts.data_dir)
         .lease_ttl(opts.lease_ttl)
+        .retention(opts.retention)
         .register::<ReleaseRequested>()
         .saga(ReleaseSaga {
             step_timeout: opts.step_timeout,

@@ -68,6 +68,8 @@ pub struct TravelOptions {
     pub node_id: Option<String>,
     /// Lease TTL of partition ownership.
     pub lease_ttl: Duration,
+    /// Retention of ended instances (zero: forever).
+    pub retention: Duration,
 }
 
 impl TravelOptions {
@@ -84,6 +86,7 @@ impl TravelOptions {
             deadline: Duration::from_secs(120),
             node_id: None,
             lease_ttl: choreo::DEFAULT_LEASE_TTL,
+            retention: choreo::DEFAULT_RETENTION,
         }
     }
 }
@@ -145,6 +148,7 @@ pub async fn node(cfg: BusConfig, opts: &TravelOptions) -> anyhow::Result<Runnin
         .bus(cfg)
         .data_dir(&opts.data_dir)
         .lease_ttl(opts.lease_ttl)
+        .retention(opts.retention)
         .dry_run(opts.dry_run)
         .register::<TripRequested>()
         .saga(TripSaga {
