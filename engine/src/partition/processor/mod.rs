@@ -3,21 +3,22 @@
 //! only then start the next commit. Timers arrive from the node's timer loop and go through the
 //! same task, so they are serialised with inputs.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::Message;
-use choreo_schemas::{ActorName, Event, SagaId};
+use choreo_schemas::{ActorName, SagaId};
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info_span, warn, Instrument};
+
+mod commit;
 
 use super::batch::{Batch, Stamp};
 use super::timers::{now_ms, TimerJob};
 use super::{inputs, takeover, Exit, PartitionEnv, ProcessorHealth};
 use crate::bus::DlqReason;
-use crate::changelog::{ChangelogError, MAX_RECORDS_PER_COMMIT};
+use crate::changelog::MAX_RECORDS_PER_COMMIT;
 use crate::delivery::{admit, delivery_info, publish_dead_letter, Delivery, Limits};
 use crate::metrics::ActorCounters;
 use crate::model::{PartitionHead, Transition};
@@ -511,135 +512,6 @@ impl Processor {
             epoch: self.epoch,
             owner: self.env.node.to_string(),
         }
-    }
-
-    fn next_head(&self, commit: u64, applied_seq: u64) -> PartitionHead {
-        PartitionHead {
-            partition: self.partition,
-            epoch: self.epoch,
-            owner: self.env.node.to_string(),
-            commit,
-            published: self.published,
-            applied_seq,
-            takeover: false,
-            written_ms: now_ms(),
-        }
-    }
-
-    /// Write a head, fenced on the last one; resolve an unknown outcome by reading it back.
-    async fn write(
-        &mut self,
-        head: PartitionHead,
-        records: &[crate::model::InstanceRecord],
-    ) -> Result<u64, Exit> {
-        let mut pause = Duration::from_millis(50);
-        loop {
-            match self
-                .env
-                .changelog
-                .commit(self.partition, self.expected, &head, records)
-                .await
-            {
-                Ok(seq) => {
-                    self.expected = seq;
-                    self.written = head;
-                    return Ok(seq);
-                }
-                Err(ChangelogError::Fenced { .. }) => return Err(Exit::Fenced),
-                Err(ChangelogError::Unknown { reason, .. }) => {
-                    warn!(partition = self.partition, %reason, "commit outcome unknown; reading the head back");
-                    fail::fail_point!("partition-commit-unknown");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(2));
-                    match self.env.changelog.head(self.partition).await {
-                        Ok(Some(h)) if h.sequence == self.expected => continue, // not stored: retry
-                        Ok(Some(h)) if h.value == head => {
-                            self.expected = h.sequence;
-                            self.written = head;
-                            return Ok(h.sequence);
-                        }
-                        Ok(Some(_)) => return Err(Exit::Fenced),
-                        Ok(None) if self.expected == 0 => continue,
-                        Ok(None) => {
-                            return Err(Exit::Failed("the partition's head vanished".into()))
-                        }
-                        Err(e) => {
-                            warn!(partition = self.partition, error = %e, "cannot read the head; retrying");
-                        }
-                    }
-                }
-                Err(e) => return Err(Exit::Failed(e.to_string())),
-            }
-        }
-    }
-
-    /// Commit the batch, materialise it, publish what it decided.
-    async fn commit(&mut self, batch: Batch) -> Step {
-        let applied = self.applied_seq.max(batch.applied_seq);
-        if batch.is_empty() {
-            self.applied_seq = applied;
-            return Ok(());
-        }
-        let n = self.commit.saturating_add(1);
-        let head = self.next_head(n, applied);
-        let started = Instant::now();
-        fail::fail_point!("saga-mid-batch");
-        let seq = self.write(head, &batch.records).await?;
-        let took = started.elapsed();
-        self.commit = n;
-        self.applied_seq = applied;
-        self.health
-            .last_commit_ms
-            .store(now_ms(), Ordering::Relaxed);
-        fail::fail_point!("saga-after-commit-before-ack");
-        if let Err(e) = self.env.store.apply(self.partition, &batch.records, seq) {
-            return Err(Exit::Failed(format!("materialise commit {n}: {e}")));
-        }
-        for s in self.env.sagas.iter() {
-            if let Some(c) = self.counters(s.name()) {
-                c.batch(batch.inputs, took);
-                break;
-            }
-        }
-        debug!(
-            partition = self.partition,
-            commit = n,
-            records = batch.records.len(),
-            events = batch.outbox.len(),
-            commit_us = took.as_micros() as u64,
-            "committed"
-        );
-        fail::fail_point!("saga-after-ack-before-outbox");
-        self.publish(&batch.outbox).await?;
-        self.published = n;
-        self.env.routes.changed.notify_one();
-        Ok(())
-    }
-
-    /// Publish decided events, retrying until JetStream has them (nothing else is committed
-    /// before: the head's `published` rule depends on it).
-    async fn publish(&self, events: &[Event]) -> Step {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let mut pause = Duration::from_millis(50);
-        loop {
-            match self.env.bus.publish_all(events).await {
-                Ok(_) => return Ok(()),
-                Err(e) => {
-                    warn!(partition = self.partition, error = %e, "publishing decided events failed; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
-    }
-
-    /// Record in the head that the last commit's events are on the log (and how far inputs
-    /// were applied), so a later takeover does not publish them again.
-    async fn mark(&mut self) -> Step {
-        let head = self.next_head(self.commit, self.applied_seq);
-        self.write(head, &[]).await.map(|_| ())
     }
 }
 
