@@ -72,9 +72,14 @@ fn match_undo(record: &InstanceRecord, event: &Event) -> Option<usize> {
 
 /// While running: settle the effect an event answers, before the handler sees the event.
 pub(crate) fn settle_running(record: &mut InstanceRecord, event: &Event) {
-    let Some((i, answer)) = match_effect(record, event) else {
-        return;
-    };
+    if let Some((i, answer)) = match_effect(record, event) {
+        onto_stack(record, i, answer);
+    }
+}
+
+/// Settle effect `i` without sending anything (a running or faulted instance): a confirmation
+/// (or a maybe-ran expiry) puts its compensation on the stack; a failure or an expiry is kept.
+fn onto_stack(record: &mut InstanceRecord, i: usize, answer: Answer) {
     match answer {
         Answer::Confirmed | Answer::ExpiredMaybeRan => {
             let effect = record.effects.remove(i);
@@ -83,14 +88,19 @@ pub(crate) fn settle_running(record: &mut InstanceRecord, event: &Event) {
         Answer::Failed | Answer::Expired => {
             if let Some(e) = record.effects.get_mut(i) {
                 if e.state == EffectState::Pending {
-                    e.state = if answer == Answer::Failed {
-                        EffectState::Failed
-                    } else {
-                        EffectState::Expired
-                    };
+                    e.state = negative(answer);
                 }
             }
         }
+    }
+}
+
+/// The state a failure or an expiry leaves an effect in.
+fn negative(answer: Answer) -> EffectState {
+    if answer == Answer::Failed {
+        EffectState::Failed
+    } else {
+        EffectState::Expired
     }
 }
 
@@ -243,23 +253,7 @@ fn answered(
     let timer = format!("{EFFECT_TIMER}{}", effect.command);
     if record.status == SagaStatus::Faulted {
         // Nothing is sent for a faulted instance: the stack waits for `sagas compensate`.
-        match answer {
-            Answer::Confirmed | Answer::ExpiredMaybeRan => {
-                record.effects.remove(i);
-                record.compensations.extend(effect.compensation);
-            }
-            Answer::Failed | Answer::Expired => {
-                if let Some(e) = record.effects.get_mut(i) {
-                    if e.state == EffectState::Pending {
-                        e.state = if answer == Answer::Failed {
-                            EffectState::Failed
-                        } else {
-                            EffectState::Expired
-                        };
-                    }
-                }
-            }
-        }
+        onto_stack(record, i, answer);
         return Ok(true);
     }
     match (answer, effect.state) {
@@ -282,11 +276,7 @@ fn answered(
         (Answer::ExpiredMaybeRan, _) => Ok(false),
         (Answer::Failed | Answer::Expired, EffectState::Pending) => {
             if let Some(e) = record.effects.get_mut(i) {
-                e.state = if answer == Answer::Failed {
-                    EffectState::Failed
-                } else {
-                    EffectState::Expired
-                };
+                e.state = negative(answer);
             }
             record.timers.remove(&timer);
             Ok(true)

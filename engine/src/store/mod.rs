@@ -278,16 +278,22 @@ impl Store {
         for item in self.instances.scan_prefix(partition.to_be_bytes()) {
             let (k, v) = item?;
             let r: InstanceRecord = decode(&k, &v)?;
-            for (name, due) in &r.timers {
-                self.timers
-                    .remove(timer_key(partition, &r.saga, &r.instance, name, *due))?;
-            }
-            self.index.remove(name_key(&r.saga, &r.instance))?;
-            self.instances.remove(k)?;
+            self.forget(partition, &k, &r)?;
             n += 1;
         }
         self.meta.remove(head_key(partition))?;
         Ok(n)
+    }
+
+    /// Remove one instance, its timers and its name index entry (the caller holds the gate).
+    fn forget(&self, partition: u16, key: &[u8], r: &InstanceRecord) -> Result<(), StoreError> {
+        for (name, due) in &r.timers {
+            self.timers
+                .remove(timer_key(partition, &r.saga, &r.instance, name, *due))?;
+        }
+        self.index.remove(name_key(&r.saga, &r.instance))?;
+        self.instances.remove(key)?;
+        Ok(())
     }
 
     /// Forget the ended instances of `partition` last changed before `cutoff_ms` (retention;
@@ -301,12 +307,7 @@ impl Store {
             if !r.status.is_terminal() || r.updated_ms >= cutoff_ms {
                 continue;
             }
-            for (name, due) in &r.timers {
-                self.timers
-                    .remove(timer_key(partition, &r.saga, &r.instance, name, *due))?;
-            }
-            self.index.remove(name_key(&r.saga, &r.instance))?;
-            self.instances.remove(k)?;
+            self.forget(partition, &k, &r)?;
             n += 1;
         }
         Ok(n)
