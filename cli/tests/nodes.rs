@@ -118,6 +118,31 @@ impl NodeProc {
     }
 }
 
+/// The drive's summary, or (when it failed) an error that says which trips did not end and
+/// what every node logged last (the nodes are killed to read their logs).
+async fn summary_or_explain(
+    run: tokio::task::JoinHandle<Result<choreo_example_travel::Summary>>,
+    bus: &Bus,
+    nodes: Vec<NodeProc>,
+) -> Result<(choreo_example_travel::Summary, Vec<NodeProc>)> {
+    match run.await? {
+        Ok(s) => Ok((s, nodes)),
+        Err(e) => {
+            let mut logs = String::new();
+            for n in nodes {
+                let id = n.id.clone();
+                let log = n.kill().await.unwrap_or_default();
+                let tail: Vec<_> = log.lines().rev().take(40).collect();
+                logs.push_str(&format!(
+                    "\n--- node {id} (last lines, newest first) ---\n{}",
+                    tail.join("\n")
+                ));
+            }
+            bail!("{e:#}\nnot ended: {}{logs}", not_ended(bus).await?)
+        }
+    }
+}
+
 /// Follow the partition heads (latest of each, then every new one) until `pred` holds over
 /// partition → owner; returns when it first held.
 async fn until_owners(
@@ -425,7 +450,7 @@ async fn three_nodes_on_a_cluster_survive_a_kill() -> Result<()> {
         "takeover after kill -9: {} ms for every partition of the killed node (lease TTL {TTL_MS} ms)",
         took.as_millis()
     );
-    let summary = run.await??;
+    let (summary, nodes) = summary_or_explain(run, &bus, nodes).await?;
     assert_eq!(
         summary.trips.len(),
         300,
@@ -572,20 +597,7 @@ async fn one_of_three_servers_killed_mid_run() -> Result<()> {
     let (mut ended, run) = drive(&bus, 100);
     until_ended(&mut ended, 20).await?;
     cluster.kill(0).await?;
-    let summary = match run.await? {
-        Ok(s) => s,
-        Err(e) => {
-            let la = a.kill().await.unwrap_or_default();
-            let lb = b.kill().await.unwrap_or_default();
-            let tail = |l: &str| l.lines().rev().take(40).collect::<Vec<_>>().join("\n");
-            bail!(
-                "{e:#}\nnot ended: {}\n--- node sa (last lines, newest first) ---\n{}\n--- node sb ---\n{}",
-                not_ended(&bus).await?,
-                tail(&la),
-                tail(&lb)
-            );
-        }
-    };
+    let (summary, nodes) = summary_or_explain(run, &bus, vec![a, b]).await?;
     assert_eq!(
         summary.trips.len(),
         100,
@@ -593,8 +605,9 @@ async fn one_of_three_servers_killed_mid_run() -> Result<()> {
     );
     cluster.restart(0).await?;
     await_ledger_settled(&bus, &summary).await?;
-    a.stop().await?;
-    b.stop().await?;
+    for n in nodes {
+        n.stop().await?;
+    }
     check_log(&bus).await?;
     Ok(())
 }

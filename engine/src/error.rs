@@ -108,6 +108,26 @@ pub enum NodeError {
         /// How long it waited.
         waited: std::time::Duration,
     },
+    /// An operator action named an instance the changelog does not hold.
+    #[error("no instance {instance} of saga {saga} in the changelog")]
+    NoInstance {
+        /// Saga name.
+        saga: String,
+        /// Instance id.
+        instance: String,
+    },
+    /// An operator action needs a faulted instance (retry: one faulted by an event).
+    #[error("instance {instance} of saga {saga} is {status}: {what}")]
+    NotFaulted {
+        /// Saga name.
+        saga: String,
+        /// Instance id.
+        instance: String,
+        /// Its status.
+        status: String,
+        /// What the action needs.
+        what: &'static str,
+    },
     /// Waiting for saga instances to end took longer than allowed.
     #[error("{ended} of {total} saga instances ended within {waited:?}")]
     Deadline {

@@ -68,9 +68,11 @@ mod telemetry;
 pub use bus::wire;
 pub use bus::wire::event_headers as headers_of;
 pub use bus::{
-    Bus, ConsumerStats, DeadLetter, DlqReason, LogStats, Published, Redriven, StoredEvent,
-    StreamStats, DLQ_ACTOR, DLQ_ATTEMPTS, DLQ_DETAIL, DLQ_REASON, DLQ_STREAM_SEQ, DLQ_SUBJECT,
-    DLQ_TIME, MIN_SERVER_VERSION, PARTITIONS_METADATA_KEY, REDRIVEN_FROM,
+    unreadable_headers, Bus, ConsumerStats, DeadLetter, DlqReason, LogStats, Published,
+    Quarantined, Redriven, StoredEvent, StreamStats, BODY_REFERENCE, DLQ_ACTOR, DLQ_ATTEMPTS,
+    DLQ_BODY, DLQ_BODY_LEN, DLQ_DETAIL, DLQ_RAW_HEADERS, DLQ_REASON, DLQ_STREAM_SEQ, DLQ_SUBJECT,
+    DLQ_TIME, MIN_SERVER_VERSION, PARTITIONS_METADATA_KEY, QUARANTINE_ACTOR, RAW_HEADERS_KEEP,
+    REDRIVEN_FROM,
 };
 pub use changelog::{Changelog, ChangelogEntry, ChangelogError, Snapshot as ChangelogSnapshot};
 pub use cluster::{
@@ -84,19 +86,19 @@ pub use delivery::{CommandExpired, COMMAND_EXPIRED};
 pub use error::{BusError, ConfigError, NodeError, ServerError};
 pub use history::{CausalTree, History, HistoryEntry, NodeKind, TreeNode};
 pub use metrics::{ActorMetrics, Metrics, SagaGauges};
-pub use model::{EffectState, PartitionHead, PendingEffect, PendingEvent, PendingUndo};
+pub use model::{EffectState, FaultedBy, PartitionHead, PendingEffect, PendingEvent, PendingUndo};
 pub use node::{
-    run_to_end, Node, NodeBuilder, PartitionHealth, RunningNode, DEFAULT_MAX_DELIVERIES,
-    DEFAULT_MAX_DEPTH, DEFAULT_RETENTION, DEFAULT_SAGA_BATCH,
+    request_compensation, request_retry, run_to_end, Node, NodeBuilder, PartitionHealth,
+    RunningNode, DEFAULT_MAX_DELIVERIES, DEFAULT_MAX_DEPTH, DEFAULT_RETENTION, DEFAULT_SAGA_BATCH,
 };
 pub use reactor::{EmitError, ReactContext, ReactError, Reactor};
 pub use retry::{RetryPolicy, RetryPolicyBuilder};
 pub use saga::{
     assert_replays, replay, replay_against, Compensation, Divergence, Effect, InstanceRecord,
-    Lifecycle, ReplayError, ReplayReport, Replayable, RoutingSlip, RoutingSlipBuilder, Saga,
-    SagaContext, SagaError, SagaStatus, SlipState, SlipStep, DEFAULT_EFFECT_GRACE, LIFECYCLE_TYPES,
-    SAGA_COMPENSATED, SAGA_COMPENSATING, SAGA_COMPLETED, SAGA_FAILED, SAGA_FAULTED, SAGA_STARTED,
-    SAGA_TIMED_OUT,
+    Lifecycle, OnFault, OperatorRequest, ReplayError, ReplayReport, Replayable, RoutingSlip,
+    RoutingSlipBuilder, Saga, SagaContext, SagaError, SagaStatus, SlipState, SlipStep,
+    DEFAULT_EFFECT_GRACE, LIFECYCLE_TYPES, SAGA_COMPENSATE, SAGA_COMPENSATED, SAGA_COMPENSATING,
+    SAGA_COMPLETED, SAGA_FAILED, SAGA_FAULTED, SAGA_RETRY, SAGA_STARTED, SAGA_TIMED_OUT,
 };
 pub use server::{
     free_port, ClusterOptions, NatsCluster, NatsServer, ServerBinary, ServerOptions,

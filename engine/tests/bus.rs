@@ -2,12 +2,16 @@
 
 mod common;
 
-use anyhow::Result;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
 use choreo::{
     Bus, BusConfig, BusError, CorrelationId, Event, EventType, Node, NodeError, Payload,
-    ReactContext, ReactError, Reactor,
+    ReactContext, ReactError, Reactor, StoredEvent,
 };
-use common::Harness;
+use common::{Harness, WAIT};
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
@@ -176,6 +180,131 @@ async fn an_atomic_batch_is_stored_whole_once() -> Result<()> {
         h.bus.history(&c).await?.len(),
         3,
         "re-run deduplicated: {again:?}"
+    );
+    Ok(())
+}
+
+fn notes(c: &CorrelationId, prefix: &str, n: usize) -> Result<Vec<Event>> {
+    (0..n)
+        .map(|i| {
+            Ok(Event::root(
+                "urn:test",
+                c.clone(),
+                &Noted {
+                    text: format!("{prefix}-{i}"),
+                },
+            )?)
+        })
+        .collect()
+}
+
+/// The next item of a follow, or an error after `WAIT`.
+async fn next_of<T>(
+    follow: &mut BoxStream<'static, Result<T, BusError>>,
+) -> Result<Option<Result<T, BusError>>> {
+    tokio::time::timeout(WAIT, follow.next())
+        .await
+        .map_err(|_| anyhow!("timed out waiting for the follow"))
+}
+
+async fn next_event(
+    follow: &mut BoxStream<'static, Result<StoredEvent, BusError>>,
+) -> Result<StoredEvent> {
+    next_of(follow)
+        .await?
+        .ok_or_else(|| anyhow!("the follow ended"))?
+        .map_err(Into::into)
+}
+
+/// Publish until stored (ids deduplicate, so a retry after a lost ack stores nothing twice).
+async fn publish_until_stored(bus: &Bus, events: &[Event]) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        match bus.publish_all(events).await {
+            Ok(_) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!("publish failed, retrying: {e}");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_follow_survives_a_server_restart() -> Result<()> {
+    let mut h = Harness::start().await?;
+    let c = CorrelationId::new("restart-1")?;
+    let filter = h.bus.filter_for(Some(&c), None);
+    // Stored before the follow starts: not followed (new events only).
+    h.bus.publish_all(&notes(&c, "old", 3)?).await?;
+    let mut follow = h.bus.follow_events(&filter, false).await?;
+
+    let before = notes(&c, "before", 5)?;
+    h.bus.publish_all(&before).await?;
+    let mut got = Vec::new();
+    for _ in 0..before.len() {
+        got.push(next_event(&mut follow).await?);
+    }
+
+    let t = Instant::now();
+    h.server.restart().await?;
+    let restarted = t.elapsed();
+    // Published while the follow's consumer is gone and not yet re-created.
+    let after = notes(&c, "after", 7)?;
+    publish_until_stored(&h.bus, &after).await?;
+    let published = t.elapsed();
+    for _ in 0..after.len() {
+        got.push(next_event(&mut follow).await?);
+    }
+    let resumed = t.elapsed();
+    eprintln!("server restarted in {restarted:?}; published after {published:?}; all delivered after {resumed:?}");
+
+    // Nothing more: the next item is an event published last, not a duplicate.
+    let last = notes(&c, "last", 1)?;
+    h.bus.publish_all(&last).await?;
+    got.push(next_event(&mut follow).await?);
+
+    let want: Vec<_> = before
+        .iter()
+        .chain(&after)
+        .chain(&last)
+        .map(|e| e.id)
+        .collect();
+    let ids: Vec<_> = got
+        .iter()
+        .map(|s| s.event.as_ref().map(|e| e.id).map_err(|e| anyhow!("{e}")))
+        .collect::<Result<_>>()?;
+    assert_eq!(ids, want, "every event once, in order");
+    assert!(
+        got.windows(2).all(|w| w[0].sequence < w[1].sequence),
+        "in log order"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_follow_of_a_deleted_stream_fails_then_ends() -> Result<()> {
+    let h = Harness::start().await?;
+    let c = CorrelationId::new("deleted-1")?;
+    let mut follow = h
+        .bus
+        .follow_events(&h.bus.filter_for(Some(&c), None), true)
+        .await?;
+    h.bus.publish_all(&notes(&c, "n", 2)?).await?;
+    next_event(&mut follow).await?;
+    next_event(&mut follow).await?;
+    h.bus.jetstream().delete_stream("CHOREO_EVENTS").await?;
+    match next_of(&mut follow).await? {
+        Some(Err(BusError::JetStream { reason, .. })) => {
+            assert!(reason.contains("stream not found"), "{reason}");
+        }
+        other => panic!("expected the stream's deletion, got {other:?}"),
+    }
+    assert!(
+        next_of(&mut follow).await?.is_none(),
+        "ends after the error"
     );
     Ok(())
 }

@@ -21,6 +21,16 @@ pub const DLQ_STREAM_SEQ: &str = "choreo-dlq-stream-seq";
 pub const DLQ_SUBJECT: &str = "choreo-dlq-subject";
 /// Header: when the dead letter was written (RFC 3339).
 pub const DLQ_TIME: &str = "choreo-dlq-time";
+/// Header: `reference` when the dead letter's body was left out because the copy would not fit
+/// the server's `max_payload`; the original stays in the events stream at `choreo-dlq-stream-seq`.
+pub const DLQ_BODY: &str = "choreo-dlq-body";
+/// Header: the length of the original body (set with `choreo-dlq-body: reference`).
+pub const DLQ_BODY_LEN: &str = "choreo-dlq-body-len";
+/// Value of [`DLQ_BODY`] for a dead letter that refers to its original instead of copying it.
+pub const BODY_REFERENCE: &str = "reference";
+/// Room kept under `max_payload` for what the server and client add.
+const PAYLOAD_MARGIN: usize = 256;
+
 /// Header on a redriven event: the DLQ sequence it was redriven from. The event keeps its
 /// original `ce-id`, so history links the copy to the original.
 pub const REDRIVEN_FROM: &str = "choreo-redriven-from";
@@ -59,6 +69,9 @@ pub enum DlqReason {
     Rejected(String),
     /// The input faulted a saga instance (unreadable state, handler error).
     SagaFaulted(String),
+    /// The stored message cannot be parsed by the NATS client (its header block): it was moved
+    /// out of the stream (see `bus::quarantine`).
+    Unreadable(String),
 }
 
 impl DlqReason {
@@ -74,6 +87,7 @@ impl DlqReason {
             Self::MaxAttempts { .. } => "max_attempts",
             Self::Rejected(_) => "rejected",
             Self::SagaFaulted(_) => "saga_faulted",
+            Self::Unreadable(_) => "unreadable",
         }
     }
 }
@@ -97,6 +111,7 @@ impl fmt::Display for DlqReason {
             }
             Self::Rejected(s) => write!(f, "rejected by handler: {s}"),
             Self::SagaFaulted(s) => write!(f, "saga instance faulted: {s}"),
+            Self::Unreadable(s) => write!(f, "the client cannot parse it: {s}"),
         }
     }
 }
@@ -144,6 +159,34 @@ pub(crate) fn dead_letter_headers(
     out
 }
 
+/// Bytes `h` takes on the wire (`NATS/1.0` line, `name: value` lines, blank line).
+pub(crate) fn header_block_len(h: &HeaderMap) -> usize {
+    let mut n = "NATS/1.0\r\n\r\n".len();
+    for (name, values) in h.iter() {
+        let name: &str = name.as_ref();
+        for v in values {
+            n = n.saturating_add(name.len() + v.as_str().len() + 4);
+        }
+    }
+    n
+}
+
+/// The body a dead letter can carry: `body` when headers and body fit the server's
+/// `max_payload`, else nothing, with [`DLQ_BODY`] = `reference` (the original stays in the
+/// events stream at the recorded sequence). So every dead letter lands.
+pub(crate) fn fit_body(bus: &super::Bus, hdrs: &mut HeaderMap, body: bytes::Bytes) -> bytes::Bytes {
+    let limit = bus.client().server_info().max_payload;
+    let need = header_block_len(hdrs)
+        .saturating_add(body.len())
+        .saturating_add(PAYLOAD_MARGIN);
+    if need <= limit {
+        return body;
+    }
+    hdrs.insert(DLQ_BODY, BODY_REFERENCE);
+    hdrs.insert(DLQ_BODY_LEN, body.len().to_string().as_str());
+    bytes::Bytes::new()
+}
+
 /// A dead letter read back from the DLQ stream.
 #[derive(Clone, Debug)]
 pub struct DeadLetter {
@@ -163,8 +206,13 @@ pub struct DeadLetter {
     pub original_subject: String,
     /// The original event, when its envelope decodes.
     pub event: Result<Event, EnvelopeError>,
-    /// The original body.
+    /// The original body (empty when [`DeadLetter::body_is_reference`]).
     pub body: Vec<u8>,
+    /// True when the body was too large to copy: the original is in the events stream at
+    /// [`DeadLetter::original_sequence`] (while the stream retains it).
+    pub body_is_reference: bool,
+    /// For a quarantined message (reason `unreadable`): its header block as far as readable.
+    pub raw_headers: String,
 }
 
 impl DeadLetter {
@@ -188,6 +236,8 @@ impl DeadLetter {
             original_subject: get(DLQ_SUBJECT),
             event: wire::decode_event(hdrs, body),
             body: body.to_vec(),
+            body_is_reference: get(DLQ_BODY) == BODY_REFERENCE,
+            raw_headers: get(super::quarantine::DLQ_RAW_HEADERS),
         }
     }
 }
@@ -248,6 +298,7 @@ mod tests {
             },
             DlqReason::Rejected(String::new()),
             DlqReason::SagaFaulted(String::new()),
+            DlqReason::Unreadable(String::new()),
         ];
         let codes: std::collections::BTreeSet<_> = all.iter().map(DlqReason::code).collect();
         assert_eq!(codes.len(), all.len());

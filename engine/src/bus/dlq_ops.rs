@@ -3,7 +3,9 @@
 use async_nats::HeaderMap;
 use choreo_schemas::{headers, ActorName, CorrelationId, EventType};
 
-use super::dead_letter::{DeadLetter, DLQ_ACTOR, DLQ_SUBJECT, REDRIVEN_FROM};
+use super::dead_letter::{
+    DeadLetter, BODY_REFERENCE, DLQ_ACTOR, DLQ_BODY, DLQ_STREAM_SEQ, DLQ_SUBJECT, REDRIVEN_FROM,
+};
 use super::{Bus, Published};
 use crate::error::BusError;
 
@@ -119,6 +121,27 @@ impl Bus {
                 out.append(n, v.as_str());
             }
         }
+        // A dead letter too large to copy refers to its original in the events stream.
+        let body = if get(DLQ_BODY).as_deref() == Some(BODY_REFERENCE) {
+            let at: u64 = get(DLQ_STREAM_SEQ)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let events = self.config().events_stream();
+            let stream = self
+                .jetstream()
+                .get_stream_no_info(&events)
+                .await
+                .map_err(|e| BusError::js(format!("get stream {events}"), e))?;
+            stream
+                .get_raw_message(at)
+                .await
+                .map_err(|e| {
+                    not_redrivable(format!("its original #{at} is no longer in {events}: {e}"))
+                })?
+                .payload
+        } else {
+            body
+        };
         out.insert(headers::NATS_MSG_ID, format!("redrive-{sequence}").as_str());
         out.insert(REDRIVEN_FROM, sequence.to_string().as_str());
         let published = self.publish_raw(subject.clone(), out, body).await?;

@@ -2,7 +2,9 @@
 
 pub(crate) mod dead_letter;
 mod dlq_ops;
+mod follow;
 mod provision;
+pub(crate) mod quarantine;
 mod read;
 mod stats;
 mod version;
@@ -19,11 +21,14 @@ use crate::config::{Auth, BusConfig};
 use crate::error::BusError;
 
 pub use dead_letter::{
-    DeadLetter, DlqReason, DLQ_ACTOR, DLQ_ATTEMPTS, DLQ_DETAIL, DLQ_REASON, DLQ_STREAM_SEQ,
-    DLQ_SUBJECT, DLQ_TIME, REDRIVEN_FROM,
+    DeadLetter, DlqReason, BODY_REFERENCE, DLQ_ACTOR, DLQ_ATTEMPTS, DLQ_BODY, DLQ_BODY_LEN,
+    DLQ_DETAIL, DLQ_REASON, DLQ_STREAM_SEQ, DLQ_SUBJECT, DLQ_TIME, REDRIVEN_FROM,
 };
 pub use dlq_ops::Redriven;
 pub use provision::PARTITIONS_METADATA_KEY;
+pub use quarantine::{
+    unreadable_headers, Quarantined, DLQ_RAW_HEADERS, QUARANTINE_ACTOR, RAW_HEADERS_KEEP,
+};
 pub(crate) use read::unix_ms;
 pub use read::StoredEvent;
 pub use stats::{ConsumerStats, LogStats, StreamStats};
@@ -41,6 +46,8 @@ pub struct Published {
 
 struct Inner {
     client: Client,
+    /// Counts the client's reconnections (the quarantine sweep runs after each).
+    reconnects: tokio::sync::watch::Receiver<u64>,
     js: jetstream::Context,
     config: BusConfig,
     subjects: Subjects,
@@ -67,7 +74,7 @@ impl Bus {
     ///
     /// Fails with [`BusError::PartitionMismatch`] when the log exists with another partition count.
     pub async fn connect(config: BusConfig) -> Result<Self, BusError> {
-        let client = connect_client(&config).await?;
+        let (client, reconnects) = connect_client(&config).await?;
         let version = client.server_info().version;
         if !version::is_supported(&version) {
             return Err(BusError::ServerTooOld {
@@ -85,6 +92,7 @@ impl Bus {
         Ok(Self {
             inner: Arc::new(Inner {
                 client,
+                reconnects,
                 js,
                 config,
                 subjects,
@@ -95,6 +103,11 @@ impl Bus {
     /// The underlying NATS client.
     pub fn client(&self) -> &Client {
         &self.inner.client
+    }
+
+    /// Changes each time the client connects again after losing its connection.
+    pub(crate) fn reconnects(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.reconnects.clone()
     }
 
     /// The JetStream context.
@@ -263,13 +276,31 @@ async fn await_ack(subject: String, fut: PublishAckFuture) -> Result<Published, 
     })
 }
 
-async fn connect_client(cfg: &BusConfig) -> Result<Client, BusError> {
+async fn connect_client(
+    cfg: &BusConfig,
+) -> Result<(Client, tokio::sync::watch::Receiver<u64>), BusError> {
     let err = |reason: String| BusError::Connect {
         url: cfg.url.clone(),
         reason,
     };
+    let (reconnected, reconnects) = tokio::sync::watch::channel(0u64);
+    let reconnected = Arc::new(reconnected);
     let mut opts = ConnectOptions::new()
         .name(&cfg.client_name)
+        .event_callback(move |event| {
+            let reconnected = Arc::clone(&reconnected);
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        reconnected.send_modify(|n| *n = n.wrapping_add(1));
+                    }
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!("lost the NATS connection; reconnecting");
+                    }
+                    _ => {}
+                }
+            }
+        })
         .request_timeout(Some(cfg.request_timeout))
         .connection_timeout(cfg.request_timeout);
     opts = match &cfg.auth {
@@ -303,5 +334,9 @@ async fn connect_client(cfg: &BusConfig) -> Result<Client, BusError> {
         .filter(|u| !u.is_empty())
         .map(str::to_owned)
         .collect();
-    opts.connect(servers).await.map_err(|e| err(e.to_string()))
+    let client = opts
+        .connect(servers)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    Ok((client, reconnects))
 }

@@ -1,15 +1,17 @@
-//! Reading events back from the log with ordered consumers (history, dead letters).
+//! Reading events back from the log with ordered consumers (history, dead letters), and
+//! following it (see [`follow`](super::follow): follows survive server restarts).
 
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use async_nats::HeaderMap;
 use choreo_schemas::{partition_of, CorrelationId, EnvelopeError, Event};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use super::dead_letter::DeadLetter;
-use super::{wire, Bus};
+use super::{follow, wire, Bus};
 use crate::error::BusError;
 
 /// An event as stored in the log.
@@ -61,6 +63,22 @@ impl Bus {
         self.read_events(&filter).await
     }
 
+    /// The event stored at `sequence` of the events stream (`None` if it is gone or is not a
+    /// valid event).
+    pub async fn stored_event(&self, sequence: u64) -> Result<Option<Event>, BusError> {
+        let name = self.config().events_stream();
+        let stream = self
+            .jetstream()
+            .get_stream_no_info(&name)
+            .await
+            .map_err(|e| BusError::js(format!("get stream {name}"), e))?;
+        match stream.get_raw_message(sequence).await {
+            Ok(m) => Ok(wire::decode_event(Some(&m.headers), &m.payload).ok()),
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(BusError::js(format!("get {name} #{sequence}"), e)),
+        }
+    }
+
     /// Every dead letter, in DLQ order.
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BusError> {
         let filter = self.subjects().all_dead_letters();
@@ -72,7 +90,10 @@ impl Bus {
     }
 
     /// Follow events matching `filter` as they are stored: from the start of the log when
-    /// `from_start`, else only new ones. The stream ends only if the connection is closed.
+    /// `from_start`, else only new ones. The follow survives server restarts and failovers: it
+    /// resumes right after the last event it delivered, with no gap and no duplicate; transient
+    /// failures are logged, not yielded. It yields an error only when the stream was deleted
+    /// (and then ends), and ends only if the connection is closed.
     pub async fn follow_events(
         &self,
         filter: &str,
@@ -128,47 +149,14 @@ impl Bus {
             .await
     }
 
+    /// Follow `stream` through server restarts (see [`follow`](super::follow)).
     async fn follow_raw_multi(
         &self,
         stream: &str,
         filters: Vec<String>,
         from_start: bool,
     ) -> Result<BoxStream<'static, Result<RawStored, BusError>>, BusError> {
-        let what = format!("follow {stream} {filters:?}");
-        let stream = self
-            .jetstream()
-            .get_stream_no_info(stream)
-            .await
-            .map_err(|e| BusError::js(what.clone(), e))?;
-        let consumer = stream
-            .create_consumer(OrderedConfig {
-                filter_subjects: filters,
-                deliver_policy: if from_start {
-                    DeliverPolicy::All
-                } else {
-                    DeliverPolicy::New
-                },
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| BusError::js(what.clone(), e))?;
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|e| BusError::js(what.clone(), e))?;
-        Ok(messages
-            .map(move |m| {
-                let msg = m.map_err(|e| BusError::js(what.clone(), e))?;
-                let info = msg.info().map_err(|e| BusError::js(what.clone(), e))?;
-                Ok(RawStored {
-                    sequence: info.stream_sequence,
-                    subject: msg.subject.to_string(),
-                    headers: msg.headers.clone(),
-                    payload: msg.payload.clone(),
-                    stored_ms: unix_ms(info.published),
-                })
-            })
-            .boxed())
+        follow::follow(self.clone(), stream, filters, from_start).await
     }
 
     pub(crate) async fn read_raw(

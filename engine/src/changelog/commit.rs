@@ -138,6 +138,7 @@ mod tests {
             watermark: applied,
             applied,
             reason: None,
+            faulted_by: None,
             last_event: String::new(),
             last_depth: 0,
             last_trace: None,

@@ -15,7 +15,7 @@ use async_nats::jetstream::{AckKind, Message};
 use choreo_schemas::ActorName;
 use tracing::{debug, error, warn};
 
-use crate::bus::dead_letter::dead_letter_headers;
+use crate::bus::dead_letter::{dead_letter_headers, fit_body};
 use crate::bus::{Bus, DlqReason};
 use crate::metrics::ActorCounters;
 
@@ -131,7 +131,7 @@ pub(crate) async fn publish_dead_letter(
         .parse_event(subject)
         .map_or("_unknown", |(_, c, _)| c);
     let dlq_subject = bus.subjects().dead_letter(actor, correlation);
-    let headers = dead_letter_headers(
+    let mut headers = dead_letter_headers(
         msg.headers.as_ref(),
         actor,
         reason,
@@ -139,8 +139,8 @@ pub(crate) async fn publish_dead_letter(
         stream_seq,
         subject,
     );
-    bus.publish_raw(dlq_subject, headers, msg.payload.clone())
-        .await?;
+    let body = fit_body(bus, &mut headers, msg.payload.clone());
+    bus.publish_raw(dlq_subject, headers, body).await?;
     counters.dead_lettered();
     warn!(%actor, stream_seq, reason = reason.code(), detail = %reason, "dead-lettered");
     Ok(())

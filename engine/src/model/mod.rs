@@ -9,6 +9,6 @@ mod transition;
 pub(crate) use effect::Answer;
 pub use effect::{EffectState, PendingEffect, PendingUndo};
 pub use head::PartitionHead;
-pub use record::{Compensation, InstanceRecord, PendingEvent, SagaStatus};
+pub use record::{Compensation, FaultedBy, InstanceRecord, PendingEvent, SagaStatus};
 pub use transition::TimerEntry;
 pub(crate) use transition::{TimerChange, Transition};

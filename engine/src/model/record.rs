@@ -85,6 +85,15 @@ pub struct Compensation {
     pub confirmed_by: Vec<String>,
 }
 
+/// The input that faulted an instance, so `choreo sagas retry` can apply it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultedBy {
+    /// Stream sequence of the faulting event.
+    pub seq: u64,
+    /// The instance's watermark before it.
+    pub watermark: u64,
+}
+
 /// The stored record of one saga instance.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceRecord {
@@ -119,6 +128,9 @@ pub struct InstanceRecord {
     pub applied: u64,
     /// Why it failed or faulted.
     pub reason: Option<String>,
+    /// The event that faulted it (none when a timer did, or it is not faulted).
+    #[serde(default)]
+    pub faulted_by: Option<FaultedBy>,
     /// Id, depth and trace of the last applied event: timer firings are caused by it.
     pub last_event: String,
     /// Depth of the last applied event.

@@ -2,9 +2,12 @@
 //! connected to NATS.
 
 mod host;
+mod operator;
+mod quarantine;
 mod watch;
 
 pub use host::PartitionHealth;
+pub use operator::{request_compensation, request_retry};
 pub use watch::run_to_end;
 
 use std::collections::{BTreeSet, HashMap};
@@ -380,6 +383,11 @@ impl Node {
         stop_rx: signal::Receiver<bool>,
         running: &mut RunningNode,
     ) -> Result<(), NodeError> {
+        running.background.push(tokio::spawn(quarantine::run(
+            bus.clone(),
+            metrics.clone(),
+            stop_rx.clone(),
+        )));
         for host in &self.hosts {
             let env = DriverEnv {
                 bus: bus.clone(),

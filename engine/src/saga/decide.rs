@@ -8,10 +8,11 @@ use time::OffsetDateTime;
 
 use super::context::{self, Outcome, SagaContext};
 use super::lifecycle;
+use super::operator::{self, OnFault};
 use super::outputs::Outputs;
 use super::settle;
 use super::{Saga, SagaError};
-use crate::model::{EffectState, InstanceRecord, PendingEffect, SagaStatus};
+use crate::model::{EffectState, FaultedBy, InstanceRecord, PendingEffect, SagaStatus};
 pub(crate) use crate::model::{TimerChange, Transition};
 
 /// One input of an instance.
@@ -39,6 +40,9 @@ pub(crate) enum Skip {
     Terminal,
     /// The timer was cancelled or rescheduled since it was read.
     StaleTimer,
+    /// An operator action for an instance that is not faulted (or a retry of one that no
+    /// event faulted).
+    NotFaulted,
 }
 
 /// The decision for one input.
@@ -60,8 +64,11 @@ pub(crate) struct SagaMeta {
     pub(crate) name: String,
     pub(crate) starts: BTreeSet<EventType>,
     pub(crate) emits: Arc<BTreeSet<EventType>>,
-    /// Every type the saga consumes (starts, continues, `choreo.command.expired`).
+    /// Every type the saga consumes (starts, continues, `choreo.command.expired`, the
+    /// operator actions).
     pub(crate) inputs: BTreeSet<EventType>,
+    /// What a fault does.
+    pub(crate) on_fault: OnFault,
 }
 
 impl SagaMeta {
@@ -72,6 +79,7 @@ impl SagaMeta {
             inputs: saga_inputs(saga),
             starts,
             emits: Arc::new(saga.emits().into_iter().collect()),
+            on_fault: saga.on_fault(),
         }
     }
 }
@@ -86,6 +94,7 @@ pub(crate) fn saga_inputs<S: Saga>(saga: &S) -> BTreeSet<EventType> {
     if let Ok(t) = EventType::new(crate::delivery::COMMAND_EXPIRED) {
         inputs.insert(t);
     }
+    inputs.extend(operator::operator_types());
     inputs
 }
 
@@ -106,6 +115,11 @@ pub(crate) fn decide<S: Saga>(
     instance: &SagaId,
     input: SagaInput<'_>,
 ) -> Decision {
+    if let SagaInput::Event { event, .. } = input {
+        if let Some((op, req)) = operator::operation(event) {
+            return operator::decide(meta, existing, input, op, &req);
+        }
+    }
     let mut started = false;
     let mut record = match (existing, input) {
         (Some(r), SagaInput::Event { seq, .. }) if seq <= r.watermark => {
@@ -335,8 +349,23 @@ pub(crate) fn fault_record(
     let before = record.timers.clone();
     record.status = SagaStatus::Faulted;
     record.reason = Some(reason.clone());
+    record.faulted_by = match input {
+        SagaInput::Event { seq, .. } => Some(FaultedBy {
+            seq,
+            watermark: record.watermark,
+        }),
+        SagaInput::Timer { .. } => None,
+    };
     record.timers.clear();
     record.waits.clear();
+    if meta.on_fault == OnFault::Compensate {
+        let why = format!("{reason} (compensated on fault)");
+        let mut attempt = record.clone();
+        if settle::begin_compensation(&mut attempt, &mut out, &why).is_ok() {
+            attempt.faulted_by = None;
+            record = attempt;
+        }
+    }
     advance(&mut record, input, now);
     let (timers_removed, timers_added) = timer_diff(&before, &record.timers);
     Decision::Fault {
@@ -379,6 +408,7 @@ fn new_record<S: Saga>(
         watermark: 0,
         applied: 0,
         reason: None,
+        faulted_by: None,
         last_event: event.id.to_string(),
         last_depth: event.depth,
         last_trace: event.traceparent.map(|t| t.to_string()),

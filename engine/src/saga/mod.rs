@@ -6,6 +6,7 @@ pub(crate) mod decide;
 mod effect;
 pub(crate) mod host;
 mod lifecycle;
+pub(crate) mod operator;
 mod outputs;
 mod replay;
 mod settle;
@@ -26,6 +27,7 @@ pub use lifecycle::{
     Lifecycle, LIFECYCLE_TYPES, SAGA_COMPENSATED, SAGA_COMPENSATING, SAGA_COMPLETED, SAGA_FAILED,
     SAGA_FAULTED, SAGA_STARTED, SAGA_TIMED_OUT,
 };
+pub use operator::{OnFault, OperatorRequest, SAGA_COMPENSATE, SAGA_RETRY};
 pub use replay::{
     assert_replays, replay, replay_against, Divergence, ReplayError, ReplayReport, Replayable,
 };
@@ -73,6 +75,12 @@ pub trait Saga: Send + Sync + 'static {
     /// Retries when the handler returns a transient error.
     fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy::default()
+    }
+
+    /// What a fault does to an instance (default: [`OnFault::Hold`], until `choreo sagas
+    /// compensate` or `retry`).
+    fn on_fault(&self) -> OnFault {
+        OnFault::Hold
     }
 
     /// Decide on an event.

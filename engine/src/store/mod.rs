@@ -429,6 +429,7 @@ mod tests {
             watermark: u64::from(i),
             applied: 1,
             reason: None,
+            faulted_by: None,
             last_event: String::new(),
             last_depth: 0,
             last_trace: None,

@@ -142,6 +142,7 @@ fn live_record(
         watermark: 0,
         applied: 2,
         reason: None,
+        faulted_by: None,
         last_event: EventId::new_root().to_string(),
         last_depth: 1,
         last_trace: None,

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info_span, warn, Instrument};
 
 mod commit;
+mod retry;
 
 use super::batch::{Batch, Stamp};
 use super::timers::{now_ms, TimerJob};
@@ -21,9 +22,10 @@ use crate::bus::DlqReason;
 use crate::changelog::MAX_RECORDS_PER_COMMIT;
 use crate::delivery::{admit, delivery_info, publish_dead_letter, Delivery, Limits};
 use crate::metrics::ActorCounters;
-use crate::model::{PartitionHead, Transition};
+use crate::model::{InstanceRecord, PartitionHead, Transition};
 use crate::saga::decide::{Decision, SagaInput};
 use crate::saga::host::HostedSaga;
+use crate::saga::operator::{operation, Operation};
 
 pub(crate) struct Processor {
     env: PartitionEnv,
@@ -125,6 +127,10 @@ impl Processor {
     ) -> Exit {
         let idle_mark = self.env.settings.idle_mark;
         'open: loop {
+            // A reconnection loses what the server had delivered and the client not yet read:
+            // the inputs are re-opened after the applied sequence then (see below).
+            let mut reconnects = self.env.bus.reconnects();
+            reconnects.borrow_and_update();
             let stream = loop {
                 if *stop.borrow() {
                     return Exit::Stopped;
@@ -185,6 +191,13 @@ impl Processor {
                         }
                         None => continue 'open,
                     },
+                    changed = reconnects.changed() => {
+                        if changed.is_ok() {
+                            self.quarantine_ahead().await;
+                            continue 'open;
+                        }
+                        Ok(())
+                    }
                     () = tokio::time::sleep(idle_mark), if unmarked => self.mark().await,
                     _ = sweep.tick(), if !retention.is_zero() => {
                         self.purge_ended(retention);
@@ -195,6 +208,22 @@ impl Processor {
                     return exit;
                 }
             }
+        }
+    }
+
+    /// After a reconnection: the message that cut the connection may be one the client cannot
+    /// parse; move such messages among the next inputs out of the way (to the DLQ) before the
+    /// inputs are re-opened, or they would cut it again.
+    async fn quarantine_ahead(&self) {
+        let filters = inputs::filters(&self.env, self.partition);
+        let stream = self.env.bus.config().events_stream();
+        if let Err(e) = self
+            .env
+            .bus
+            .quarantine_after(&stream, self.applied_seq, &filters)
+            .await
+        {
+            warn!(partition = self.partition, error = %e, "cannot check the next inputs for unreadable messages");
         }
     }
 
@@ -295,9 +324,21 @@ impl Processor {
             if !saga.inputs().contains(&event.ty) {
                 continue;
             }
-            let Some(instance) = saga.instance_of(&event) else {
-                debug!(saga = %saga.name(), event_type = %event.ty, "event routed to no instance");
-                continue;
+            let op = operation(&event);
+            let instance = match &op {
+                // An operator action names its saga and instance.
+                Some((_, req)) if req.saga != saga.name().as_str() => continue,
+                Some((_, req)) => match SagaId::new(req.instance.as_str()) {
+                    Ok(i) => i,
+                    Err(_) => continue,
+                },
+                None => match saga.instance_of(&event) {
+                    Some(i) => i,
+                    None => {
+                        debug!(saga = %saga.name(), event_type = %event.ty, "event routed to no instance");
+                        continue;
+                    }
+                },
             };
             let span = info_span!(
                 "saga",
@@ -315,6 +356,12 @@ impl Processor {
                 seq,
                 at_ms,
             };
+            if let Some((Operation::Retry, _)) = op {
+                self.retry(batch, &saga, &instance, at_ms, (seq, msg))
+                    .instrument(span)
+                    .await?;
+                continue;
+            }
             self.apply_input(batch, &saga, &instance, input, Some((seq, msg)))
                 .instrument(span)
                 .await?;
@@ -333,15 +380,39 @@ impl Processor {
         input: SagaInput<'_>,
         origin: Option<(u64, &Message)>,
     ) -> Step {
-        let name = saga.name().as_str();
-        let existing = match batch.get(name, instance.as_str()) {
-            Some(r) => Some(r.clone()),
+        let existing = self.existing(batch, saga.name().as_str(), instance)?;
+        self.decide_input(batch, saga, instance, input, origin, existing)
+            .await
+    }
+
+    /// The instance as this batch left it, else as stored.
+    fn existing(
+        &self,
+        batch: &Batch,
+        name: &str,
+        instance: &SagaId,
+    ) -> Result<Option<InstanceRecord>, Exit> {
+        match batch.get(name, instance.as_str()) {
+            Some(r) => Ok(Some(r.clone())),
             None => self
                 .env
                 .store
                 .get_in(self.partition, name, instance.as_str())
-                .map_err(|e| Exit::Failed(format!("read instance {name}/{instance}: {e}")))?,
-        };
+                .map_err(|e| Exit::Failed(format!("read instance {name}/{instance}: {e}"))),
+        }
+    }
+
+    /// [`Processor::apply_input`] on a given version of the instance.
+    async fn decide_input(
+        &mut self,
+        batch: &mut Batch,
+        saga: &Arc<dyn HostedSaga>,
+        instance: &SagaId,
+        input: SagaInput<'_>,
+        origin: Option<(u64, &Message)>,
+        existing: Option<InstanceRecord>,
+    ) -> Step {
+        let name = saga.name().as_str();
         let counters = self.counters(saga.name()).cloned();
         let mut schedule = saga.retry().schedule();
         let mut attempt = 0u32;
