@@ -55,6 +55,34 @@ enum SagasCommand {
         #[command(flatten)]
         source: SourceArgs,
     },
+    /// Run a faulted instance's compensation stack (its owner applies it; it goes compensating,
+    /// then compensated once every compensation is confirmed).
+    Compensate {
+        /// Saga name.
+        saga: String,
+        /// Instance id.
+        id: String,
+        #[command(flatten)]
+        action: ActionArgs,
+    },
+    /// Apply the input that faulted an instance again, after a fix of its handler or data.
+    Retry {
+        /// Saga name.
+        saga: String,
+        /// Instance id.
+        id: String,
+        #[command(flatten)]
+        action: ActionArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ActionArgs {
+    /// Who asks (recorded in the instance's reason); default $USER.
+    #[arg(long)]
+    by: Option<String>,
+    #[command(flatten)]
+    conn: Conn,
 }
 
 /// Open a stopped node's store for the deprecated `--data-dir`.
@@ -123,7 +151,34 @@ pub(crate) async fn run(args: SagasArgs) -> anyhow::Result<()> {
                 print_detail(&r, &detail)?;
             }
         }
+        SagasCommand::Compensate { saga, id, action } => {
+            operator(&saga, &id, action, "compensation").await?;
+        }
+        SagasCommand::Retry { saga, id, action } => {
+            operator(&saga, &id, action, "retry").await?;
+        }
     }
+    Ok(())
+}
+
+/// Publish an operator action for a faulted instance.
+async fn operator(saga: &str, id: &str, action: ActionArgs, what: &str) -> anyhow::Result<()> {
+    saga_name(saga)?;
+    SagaId::new(id).with_context(|| format!("invalid instance id {id:?}"))?;
+    let by = action
+        .by
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "operator".into());
+    let bus = action.conn.bus().await?;
+    let published = if what == "retry" {
+        choreo::request_retry(&bus, saga, id, &by).await?
+    } else {
+        choreo::request_compensation(&bus, saga, id, &by).await?
+    };
+    println!(
+        "{what} of {saga}/{id} requested (log #{}); its owner applies it: follow with `choreo sagas show {saga} {id}`",
+        published.stream_sequence
+    );
     Ok(())
 }
 

@@ -241,6 +241,24 @@ async fn user_errors_are_one_line_without_panic() -> Result<()> {
 }
 
 #[tokio::test]
+async fn operator_actions_on_an_unknown_instance_say_so() -> Result<()> {
+    let server = NatsServer::start_temp().await?;
+    for action in ["compensate", "retry"] {
+        let out = choreo()
+            .args(["sagas", action, "trip", "nosuch", "--nats", &server.url()])
+            .output()
+            .await?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{action} should fail");
+        assert!(
+            stderr.contains("no instance nosuch of saga trip in the changelog"),
+            "{action}: {stderr}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn dev_serves_until_interrupted() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let port = choreo::free_port()?;

@@ -2,121 +2,20 @@
 //! real nats-servers: kill -9, SIGSTOP past the lease, join, graceful leave, a server killed,
 //! two demos at once. Invariants are read from the log and the changelog.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use choreo::{Bus, BusConfig, Changelog, NatsCluster, NatsServer, PartitionHead, Replicas, SagaId};
+use choreo::{Bus, Changelog, NatsCluster, NatsServer, PartitionHead, Replicas, SagaId};
 use choreo_example_travel::{TravelOptions, TripSaga};
 use futures::StreamExt;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
-const WAIT: Duration = Duration::from_secs(90);
-const PARTITIONS: u16 = 8;
+use common::{config, NodeProc, PARTITIONS, WAIT};
+
 const TTL_MS: u64 = 2000;
-
-fn config(url: &str, replicas: Replicas) -> Result<BusConfig> {
-    Ok(BusConfig::builder()
-        .url(url)
-        .partitions(PARTITIONS)
-        .replicas(replicas)
-        .request_timeout(Duration::from_secs(5))
-        .build()?)
-}
-
-/// One `choreo node` child process.
-struct NodeProc {
-    id: String,
-    child: Child,
-    stderr: tokio::task::JoinHandle<String>,
-}
-
-impl NodeProc {
-    async fn start(url: &str, dir: &Path, id: &str, ttl_ms: u64, replicas: u8) -> Result<Self> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_choreo"))
-            .args([
-                "node",
-                "--example",
-                "travel",
-                "--nats",
-                url,
-                "--node-id",
-                id,
-            ])
-            .arg("--data-dir")
-            .arg(dir.join(id))
-            .args(["--lease-ttl-ms", &ttl_ms.to_string()])
-            .args(["--partitions", &PARTITIONS.to_string()])
-            .args(["--replicas", &replicas.to_string()])
-            .args(["--step-timeout-ms", "4000"])
-            .env_remove("CHOREO_NATS_URL")
-            .env("CHOREO_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let mut stderr = child.stderr.take().context("stderr")?;
-        let stderr = tokio::spawn(async move {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s).await;
-            s
-        });
-        let mut lines = BufReader::new(stdout).lines();
-        tokio::time::timeout(WAIT, async {
-            while let Some(line) = lines.next_line().await? {
-                if line.starts_with("choreo node ready") {
-                    return Ok(());
-                }
-            }
-            bail!("node {id} exited before it was ready")
-        })
-        .await
-        .context("node start timed out")??;
-        Ok(Self {
-            id: id.to_owned(),
-            child,
-            stderr,
-        })
-    }
-
-    fn pid(&self) -> Result<String> {
-        Ok(self.child.id().context("running")?.to_string())
-    }
-
-    async fn signal(&self, sig: &str) -> Result<()> {
-        let ok = Command::new("kill")
-            .args([sig, &self.pid()?])
-            .status()
-            .await?
-            .success();
-        if !ok {
-            bail!("kill {sig} {} failed", self.id);
-        }
-        Ok(())
-    }
-
-    /// SIGTERM and wait for a clean exit; returns what it logged.
-    async fn stop(mut self) -> Result<String> {
-        self.signal("-TERM").await?;
-        let status = tokio::time::timeout(WAIT, self.child.wait()).await??;
-        let log = self.stderr.await?;
-        if !status.success() {
-            bail!("node {} exited with {status}: {log}", self.id);
-        }
-        Ok(log)
-    }
-
-    /// SIGKILL; returns what it logged.
-    async fn kill(mut self) -> Result<String> {
-        self.child.kill().await?;
-        Ok(self.stderr.await?)
-    }
-}
 
 /// The drive's summary, or (when it failed) an error that says which trips did not end and
 /// what every node logged last (the nodes are killed to read their logs).

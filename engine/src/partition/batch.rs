@@ -36,6 +36,13 @@ impl Batch {
             .and_then(|i| self.records.get(*i))
     }
 
+    /// The batch's version of an instance, to amend before the commit.
+    pub(crate) fn get_mut(&mut self, saga: &str, instance: &str) -> Option<&mut InstanceRecord> {
+        self.index
+            .get(&(saga.to_owned(), instance.to_owned()))
+            .and_then(|i| self.records.get_mut(*i))
+    }
+
     /// Add a decided transition, stamped with the commit (number, epoch, owner) it will be
     /// written in.
     pub(crate) fn add(&mut self, t: Transition, at: &Stamp) {

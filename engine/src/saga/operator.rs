@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::decide::{advance, input_time, timer_diff, Decision, SagaInput, SagaMeta, Skip};
 use super::outputs::Outputs;
 use super::settle;
-use crate::model::{InstanceRecord, SagaStatus, Transition};
+use crate::model::{FaultedBy, InstanceRecord, SagaStatus, Transition};
 
 /// Event type: run a faulted instance's compensation stack.
 pub const SAGA_COMPENSATE: &str = "choreo.saga.compensate";
@@ -133,9 +133,29 @@ pub(crate) fn decide(
     })
 }
 
+/// The faulting event as a retry applies it: its type, data and correlation, under the retry
+/// request's id, so what the retry decides gets ids of its own (the faulted attempt's outputs
+/// were derived from the original id: the same ids would be dropped as duplicates) and is
+/// caused, in the history, by the request.
+pub(crate) fn retried(mut original: Event, request: &Event) -> Event {
+    original.id = request.id;
+    original.causation = request.id;
+    original
+}
+
+/// After a retry decided (under the request's sequence, so the watermark moves past the
+/// request): a fault again still points at the original input, for the next retry.
+pub(crate) fn after_retry(record: &mut InstanceRecord, request_seq: u64, by: FaultedBy) {
+    if let Some(f) = record.faulted_by.as_mut() {
+        if f.seq == request_seq {
+            *f = by;
+        }
+    }
+}
+
 /// The record a retry re-applies the faulting input to: running again, its watermark back to
 /// before that input. `None` when the instance is not faulted by an event.
-pub(crate) fn reopened(record: &InstanceRecord) -> Option<(InstanceRecord, u64)> {
+pub(crate) fn reopened(record: &InstanceRecord) -> Option<(InstanceRecord, FaultedBy)> {
     if record.status != SagaStatus::Faulted {
         return None;
     }
@@ -145,5 +165,5 @@ pub(crate) fn reopened(record: &InstanceRecord) -> Option<(InstanceRecord, u64)>
     r.reason = None;
     r.watermark = by.watermark;
     r.faulted_by = None;
-    Some((r, by.seq))
+    Some((r, by))
 }

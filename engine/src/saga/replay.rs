@@ -20,6 +20,7 @@ use thiserror::Error;
 
 use super::decide::{decide, timer_input_id, Decision, SagaInput, SagaMeta};
 use super::lifecycle::{Lifecycle, SAGA_TIMED_OUT};
+use super::operator::{after_retry, operation, reopened, retried, Operation};
 use super::outputs::{output_id, output_prefix};
 use super::Saga;
 use crate::bus::Bus;
@@ -244,7 +245,10 @@ pub async fn replay_against<S: Saga>(
     let events = history.events.iter().filter(|e| {
         e.redriven_to.as_deref().is_none_or(|to| to == name)
             && inputs.contains(&e.event.ty)
-            && saga.instance_of(&e.event).as_ref() == Some(instance)
+            && match operation(&e.event) {
+                Some((_, req)) => req.saga == name && req.instance == instance.as_str(),
+                None => saga.instance_of(&e.event).as_ref() == Some(instance),
+            }
             && !never_applied.contains(&(e.event.id, e.sequence))
             && limit.is_none_or(|(watermark, _)| e.sequence <= watermark)
     });
@@ -282,8 +286,32 @@ pub async fn replay_against<S: Saga>(
             }
         }
         let Some(entry) = entry else { break };
+        // A retry re-applies the faulting input, as the processor does (see `operator`).
+        let again: Event;
+        let mut retry_of = None;
+        let event = match operation(&entry.event) {
+            Some((Operation::Retry, _)) => {
+                let found = record.as_ref().and_then(reopened).and_then(|(r, by)| {
+                    history
+                        .events
+                        .iter()
+                        .find(|e| e.sequence == by.seq)
+                        .map(|e| (r, by, e.event.clone()))
+                });
+                match found {
+                    Some((r, by, original)) => {
+                        record = Some(r);
+                        retry_of = Some(by);
+                        again = retried(original, &entry.event);
+                        &again
+                    }
+                    None => &entry.event,
+                }
+            }
+            _ => &entry.event,
+        };
         let input = SagaInput::Event {
-            event: &entry.event,
+            event,
             seq: entry.sequence,
             at_ms: entry.stored_ms,
         };
@@ -294,12 +322,15 @@ pub async fn replay_against<S: Saga>(
             &mut record,
             instance,
             input,
-            &entry.event.id,
+            &event.id,
             &by_id,
             fed,
             &label,
         ) {
             return Ok(report(Some(d), fed + 1));
+        }
+        if let (Some(by), Some(r)) = (retry_of, record.as_mut()) {
+            after_retry(r, entry.sequence, by);
         }
         fed += 1;
     }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use choreo::{
-    CommandExpired, Effect, Event, EventType, Payload, Saga, SagaContext, SagaError,
+    CommandExpired, Effect, Event, EventType, OnFault, Payload, Saga, SagaContext, SagaError,
     COMMAND_EXPIRED,
 };
 use choreo_services::{gated_type, Vetoed};
@@ -96,6 +96,10 @@ impl Saga for TripSaga {
             .chain(std::iter::once(Vetoed::event_type()))
             .collect()
     }
+    /// A trip that faults (an answer it cannot read) still undoes what it booked.
+    fn on_fault(&self) -> OnFault {
+        OnFault::Compensate
+    }
     fn emits(&self) -> Vec<EventType> {
         let mut e: Vec<EventType> = [Step::Flight, Step::Hotel, Step::Car]
             .iter()
@@ -144,6 +148,9 @@ impl Saga for TripSaga {
         }
         match Step::of(&e.ty) {
             Some((step, Verb::Done)) if step == current => {
+                // A confirmation that is not a booking is not one: the trip faults (and, by
+                // `on_fault`, compensates).
+                let _: Booking = e.decode_as()?;
                 ctx.cancel(step.as_str());
                 if step == Step::Payment {
                     ctx.complete();

@@ -258,3 +258,67 @@ async fn a_dead_letter_too_large_to_copy_refers_to_its_original() -> Result<()> 
     rig.node.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_answer_faults_its_trip_and_the_trip_compensates() -> Result<()> {
+    let rig = rig().await?;
+    let garbled = CorrelationId::new("garbled-trip")?;
+    let index = 3;
+    let trip = Event::root(
+        "/tests/poison",
+        garbled.clone(),
+        &TripRequested {
+            trip: garbled.to_string(),
+            index,
+            seed: SEED,
+            cents: price(SEED, index),
+        },
+    )?;
+    // An answer that is not a Booking, stored right behind the request (before the provider's).
+    let answer = Event::root_raw(
+        "/tests/poison",
+        garbled.clone(),
+        EventType::new("flight.booked.v1")?,
+        vec![0xc1, 0x00, 0xff],
+    );
+    let filter = rig.bus.subjects().correlation_filter(
+        partition_of(&garbled, rig.bus.config().partitions()),
+        &garbled,
+    );
+    let mut follow = rig.bus.follow_events(&filter, false).await?;
+    rig.bus.publish_all(&[trip, answer]).await?;
+    tokio::time::timeout(WAIT, async {
+        while let Some(e) = follow.next().await {
+            if e?
+                .event
+                .is_ok_and(|e| e.ty.as_str() == choreo::SAGA_COMPENSATED)
+            {
+                return Ok(());
+            }
+        }
+        bail!("the follow ended")
+    })
+    .await
+    .context("the garbled trip never compensated")??;
+    let record = choreo::Changelog::new(&rig.bus)
+        .find("trip", garbled.as_str(), None)
+        .await?
+        .context("the trip's record")?;
+    assert_eq!(record.status, choreo::SagaStatus::Compensated);
+    let reason = record.reason.unwrap_or_default();
+    assert!(reason.contains("compensated on fault"), "{reason}");
+    let letter = dead_letter(&rig.bus, |l| l.original_subject.contains("garbled-trip")).await?;
+    assert_eq!(letter.reason, "saga_faulted", "{}", letter.detail);
+    // The flight it had asked for is cancelled once, whichever answer confirmed it.
+    let types: Vec<String> = rig
+        .bus
+        .history(&garbled)
+        .await?
+        .into_iter()
+        .filter_map(|s| s.event.ok().map(|e| e.ty.to_string()))
+        .collect();
+    let cancels = types.iter().filter(|t| *t == "flight.cancel.v1").count();
+    assert_eq!(cancels, 1, "{types:?}");
+    rig.node.shutdown().await?;
+    Ok(())
+}

@@ -357,7 +357,7 @@ impl Processor {
                 at_ms,
             };
             if let Some((Operation::Retry, _)) = op {
-                self.retry(batch, &saga, &instance, at_ms, (seq, msg))
+                self.retry(batch, &saga, &instance, &event, at_ms, (seq, msg))
                     .instrument(span)
                     .await?;
                 continue;

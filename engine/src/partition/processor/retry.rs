@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_nats::jetstream::Message;
-use choreo_schemas::SagaId;
+use choreo_schemas::{Event, SagaId};
 use tracing::warn;
 
 use super::{Processor, Step};
@@ -11,7 +11,7 @@ use crate::partition::batch::Batch;
 use crate::partition::Exit;
 use crate::saga::decide::SagaInput;
 use crate::saga::host::HostedSaga;
-use crate::saga::operator::reopened;
+use crate::saga::operator::{after_retry, reopened, retried};
 
 impl Processor {
     /// Re-apply the event that faulted `instance` to the instance as it was before it (running,
@@ -23,29 +23,36 @@ impl Processor {
         batch: &mut Batch,
         saga: &Arc<dyn HostedSaga>,
         instance: &SagaId,
+        request: &Event,
         at_ms: i64,
         origin: (u64, &Message),
     ) -> Step {
         let name = saga.name().as_str();
         let existing = self.existing(batch, name, instance)?;
-        let Some((record, seq)) = existing.as_ref().and_then(reopened) else {
+        let Some((record, by)) = existing.as_ref().and_then(reopened) else {
             warn!(%instance, "retry requested for an instance no event faulted; ignored");
             return Ok(());
         };
+        let seq = by.seq;
         let original = match self.env.bus.stored_event(seq).await {
-            Ok(Some(e)) => e,
+            Ok(Some(e)) => retried(e, request),
             Ok(None) => {
                 warn!(%instance, seq, "retry requested, but the faulting input is no longer in the log; ignored");
                 return Ok(());
             }
             Err(e) => return Err(Exit::Failed(format!("read the faulting input #{seq}: {e}"))),
         };
+        // Decided under the request's sequence: the watermark moves past the request.
         let input = SagaInput::Event {
             event: &original,
-            seq,
+            seq: origin.0,
             at_ms,
         };
         self.decide_input(batch, saga, instance, input, Some(origin), Some(record))
-            .await
+            .await?;
+        if let Some(r) = batch.get_mut(name, instance.as_str()) {
+            after_retry(r, origin.0, by);
+        }
+        Ok(())
     }
 }
