@@ -140,14 +140,15 @@ async fn check_log(bus: &Bus) -> Result<usize> {
         // Repeats that are not duplicates: a compensation sent unconfirmed (its step's answer
         // was late) is sent again when the late confirmation comes (the provider applies it
         // once: the ledger check), re-opening `compensating`; a gate and the service behind
-        // it may both refuse one expired command.
+        // it may both refuse one expired command (or give up on one command).
         let may_repeat = key.ends_with(".cancel.v1")
             || key.ends_with(".cancelled.v1")
             || key.ends_with(".refund.v1")
             || key.ends_with(".refunded.v1")
             || key == choreo::SAGA_COMPENSATING
             || key == choreo::SAGA_COMPENSATED
-            || key == choreo::COMMAND_EXPIRED;
+            || key == choreo::COMMAND_EXPIRED
+            || key == choreo::COMMAND_DEAD_LETTERED;
         if may_repeat {
             continue;
         }

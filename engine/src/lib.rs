@@ -82,7 +82,7 @@ pub use config::{
     Auth, BusConfig, BusConfigBuilder, Replicas, Tls, DEFAULT_EVENTS_MAX_AGE, DEFAULT_NATS_URL,
     ENV_NATS_URL, MIN_DUPLICATE_WINDOW,
 };
-pub use delivery::{CommandExpired, COMMAND_EXPIRED};
+pub use delivery::{CommandDeadLettered, CommandExpired, COMMAND_DEAD_LETTERED, COMMAND_EXPIRED};
 pub use error::{BusError, ConfigError, NodeError, ServerError};
 pub use history::{CausalTree, History, HistoryEntry, NodeKind, TreeNode};
 pub use metrics::{ActorMetrics, Metrics, SagaGauges};

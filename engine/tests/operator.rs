@@ -105,6 +105,11 @@ impl Reactor for Warehouse {
         vec![ty("stock.reserved.v1"), ty("stock.released.v1")]
     }
     async fn react(&self, e: &Event, ctx: &mut ReactContext) -> Result<(), ReactError> {
+        if e.ty.as_str() == "stock.release.v1" && e.correlation.as_str().starts_with("bad-stuck") {
+            return Err(ReactError::Permanent(
+                "the release API refuses this order".into(),
+            ));
+        }
         let answer = match e.ty.as_str() {
             "stock.reserve.v1" => "stock.reserved.v1",
             _ => "stock.released.v1",
@@ -301,6 +306,34 @@ async fn a_saga_can_compensate_on_fault_by_itself() -> Result<()> {
         on_fault: OnFault::Compensate,
     };
     choreo::assert_replays(&saga, &h.bus, None, &choreo::SagaId::new("bad-1")?).await;
+    node.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compensation_its_service_gives_up_on_ends_the_instance_visibly() -> Result<()> {
+    let h = Harness::start().await?;
+    let dir = tempfile::tempdir()?;
+    let (node, _) = node(&h, dir.path(), FAULT, OnFault::Compensate).await?;
+    h.bus.publish(&order("bad-stuck-1")?).await?;
+    // The release is dead-lettered by the warehouse; the notice tells the saga, which stops
+    // waiting for a confirmation that cannot come.
+    lifecycle(&h, SAGA_COMPENSATED, 1).await?;
+    let r = record(&h, "bad-stuck-1").await?;
+    assert_eq!(r.status, SagaStatus::Compensated);
+    assert!(r.undoing.is_empty(), "{r:?}");
+    let reason = r.reason.unwrap_or_default();
+    assert!(
+        reason.contains("compensation stock.release.v1 dead-lettered by warehouse (rejected)"),
+        "{reason}"
+    );
+    let letters = wait_dead_letters(&h.bus, 2).await?;
+    assert!(
+        letters
+            .iter()
+            .any(|l| l.actor == "warehouse" && l.reason == "rejected"),
+        "{letters:?}"
+    );
     node.shutdown().await?;
     Ok(())
 }

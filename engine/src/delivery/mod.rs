@@ -2,9 +2,11 @@
 //! admit it, read its metadata, keep it alive while working, dead-letter it.
 
 mod admit;
+mod dead_lettered;
 mod deadline;
 
 pub(crate) use admit::{admit, Delivery, Limits};
+pub use dead_lettered::{CommandDeadLettered, COMMAND_DEAD_LETTERED};
 pub(crate) use deadline::is_expired;
 pub use deadline::{CommandExpired, COMMAND_EXPIRED};
 

@@ -107,6 +107,30 @@ impl ReactContext {
         self.outputs
     }
 
+    /// The `choreo.command.dead_lettered` notice for `input`, given up on with `reason` (an id
+    /// of its own).
+    pub(crate) fn dead_lettered(
+        mut self,
+        cause: &Event,
+        reason: &crate::bus::DlqReason,
+    ) -> Vec<Event> {
+        let data = crate::delivery::CommandDeadLettered {
+            actor: self.actor.to_string(),
+            command_type: cause.ty.to_string(),
+            command_cause: cause.causation.to_string(),
+            reason: reason.code().to_owned(),
+            detail: reason.to_string(),
+        };
+        let (Ok(ty), Ok(bytes)) = (
+            EventType::new(crate::delivery::COMMAND_DEAD_LETTERED),
+            rmp_serde::to_vec_named(&data),
+        ) else {
+            return Vec::new(); // a constant type and a plain struct: cannot fail
+        };
+        self.push_at(u32::MAX - 1, ty, bytes);
+        self.outputs
+    }
+
     /// Outputs from now on carry the input's deadline: for a reactor that forwards a command
     /// (a policy gate), so the service behind it refuses it once expired too.
     pub fn forward_deadline(&mut self) {

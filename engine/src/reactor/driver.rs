@@ -21,6 +21,7 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 use super::context::ReactContext;
 use super::decide::{self, Attempt, Next};
 use super::Reactor;
+use crate::bus::wire::decode_event;
 use crate::bus::{Bus, DlqReason};
 use crate::delivery::{admit, Delivery, Limits};
 use crate::delivery::{
@@ -268,6 +269,18 @@ impl<R: Reactor> Driver<R> {
     }
 
     async fn dead_letter(&self, msg: &Message, reason: DlqReason, attempts: u32) {
+        let notice = match (&reason, decode_event(msg.headers.as_ref(), &msg.payload)) {
+            // The notice would be one hop deeper still.
+            (DlqReason::DepthExceeded { .. }, _) | (_, Err(_)) => Vec::new(),
+            (_, Ok(event)) => ReactContext::new(
+                self.name.clone(),
+                Arc::clone(&self.source),
+                Arc::clone(&self.emits),
+                &event,
+                attempts,
+            )
+            .dead_lettered(&event, &reason),
+        };
         dead_letter(
             &self.env.bus,
             &self.name,
@@ -277,6 +290,14 @@ impl<R: Reactor> Driver<R> {
             attempts,
         )
         .await;
+        // Best effort after the dead letter landed: a saga waiting on this input learns it will
+        // not be answered. Lost only if this node dies in between (the instance then stays
+        // compensating, visible in `sagas list`).
+        if !notice.is_empty() {
+            if let Err(e) = self.env.bus.publish_all(&notice).await {
+                warn!(error = %e, "cannot publish the dead-letter notice");
+            }
+        }
     }
 
     async fn handle(&self, msg: &Message, event: Event) {

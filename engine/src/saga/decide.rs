@@ -91,8 +91,13 @@ pub(crate) fn saga_inputs<S: Saga>(saga: &S) -> BTreeSet<EventType> {
         .into_iter()
         .chain(saga.continues_on())
         .collect();
-    if let Ok(t) = EventType::new(crate::delivery::COMMAND_EXPIRED) {
-        inputs.insert(t);
+    for t in [
+        crate::delivery::COMMAND_EXPIRED,
+        crate::delivery::COMMAND_DEAD_LETTERED,
+    ] {
+        if let Ok(t) = EventType::new(t) {
+            inputs.insert(t);
+        }
     }
     inputs.extend(operator::operator_types());
     inputs

@@ -60,7 +60,8 @@ pub trait Saga: Send + Sync + 'static {
 
     /// Event types that continue an existing instance (inputs for no instance are dropped):
     /// the answers of the commands it issues, and the confirmations of its compensations.
-    /// `choreo.command.expired` is always an input.
+    /// `choreo.command.expired`, `choreo.command.dead_lettered` and the operator actions are
+    /// always inputs.
     fn continues_on(&self) -> Vec<EventType>;
 
     /// Event types the saga may emit, compensations included.

@@ -14,7 +14,9 @@ use choreo_schemas::{Event, EventType, SagaId};
 use super::decide::{advance, input_time, timer_diff, Decision, SagaInput, SagaMeta, Skip};
 use super::lifecycle;
 use super::outputs::Outputs;
-use crate::delivery::{CommandExpired, COMMAND_EXPIRED};
+use crate::delivery::{
+    CommandDeadLettered, CommandExpired, COMMAND_DEAD_LETTERED, COMMAND_EXPIRED,
+};
 use crate::model::{
     Answer, Compensation, EffectState, InstanceRecord, PendingUndo, SagaStatus, Transition,
 };
@@ -39,6 +41,15 @@ pub(crate) fn match_effect(record: &InstanceRecord, event: &Event) -> Option<(us
         };
         return Some((i, answer));
     }
+    if event.ty.as_str() == COMMAND_DEAD_LETTERED {
+        // Given up on by its service: it may have partly run; undo it unconfirmed.
+        let data: CommandDeadLettered = event.decode_as().ok()?;
+        let i = record
+            .effects
+            .iter()
+            .position(|e| e.command == causation || e.command == data.command_cause)?;
+        return Some((i, Answer::ExpiredMaybeRan));
+    }
     let ty = event.ty.as_str();
     if let Some(i) = record.effects.iter().position(|e| e.command == causation) {
         if let Some(a) = record.effects.get(i).and_then(|e| e.answered_by(ty)) {
@@ -61,6 +72,13 @@ pub(crate) fn match_effect(record: &InstanceRecord, event: &Event) -> Option<(us
 
 fn match_undo(record: &InstanceRecord, event: &Event) -> Option<usize> {
     let causation = event.causation.to_string();
+    if let Some(data) = dead_lettered(event) {
+        // A compensation its service gave up on: visibly failed (in the DLQ), not awaited.
+        return record
+            .undoing
+            .iter()
+            .position(|u| u.command == causation || u.command == data.command_cause);
+    }
     let ty = event.ty.as_str();
     let confirms = |u: &PendingUndo| u.confirmed_by.iter().any(|t| t == ty);
     record
@@ -68,6 +86,13 @@ fn match_undo(record: &InstanceRecord, event: &Event) -> Option<usize> {
         .iter()
         .position(|u| u.command == causation && confirms(u))
         .or_else(|| record.undoing.iter().position(confirms))
+}
+
+/// The data of a dead-letter notice, if `event` is one.
+fn dead_lettered(event: &Event) -> Option<CommandDeadLettered> {
+    (event.ty.as_str() == COMMAND_DEAD_LETTERED)
+        .then(|| event.decode_as().ok())
+        .flatten()
 }
 
 /// While running: settle the effect an event answers, before the handler sees the event.
@@ -191,7 +216,17 @@ pub(crate) fn settle(
             if let Some((i, answer)) = match_effect(&record, event) {
                 answered(&mut record, &mut out, i, answer)
             } else if let Some(i) = match_undo(&record, event) {
-                record.undoing.remove(i);
+                let undo = record.undoing.remove(i);
+                if let Some(d) = dead_lettered(event) {
+                    let note = format!(
+                        "compensation {} dead-lettered by {} ({}): see the DLQ",
+                        undo.ty, d.actor, d.reason
+                    );
+                    record.reason = Some(match record.reason.take() {
+                        Some(r) => format!("{r}; {note}"),
+                        None => note,
+                    });
+                }
                 Ok(true)
             } else {
                 Ok(false)
