@@ -29,13 +29,19 @@ pub async fn request_retry(
     by: &str,
 ) -> Result<Published, NodeError> {
     let record = faulted(bus, saga, instance).await?;
-    if record.faulted_by.is_none() {
-        return Err(NodeError::NotFaulted {
-            saga: saga.to_owned(),
-            instance: instance.to_owned(),
-            status: "faulted by a timer".into(),
-            what: "only an instance faulted by an event can be retried; compensate it instead",
-        });
+    let refuse = |status: &str| {
+        NodeError::NotFaulted {
+        saga: saga.to_owned(),
+        instance: instance.to_owned(),
+        status: status.to_owned(),
+        what: "only an instance faulted by an event still in the log can be retried; compensate it instead",
+    }
+    };
+    let Some(cause) = record.faulted_by else {
+        return Err(refuse("faulted by a timer"));
+    };
+    if bus.stored_event(cause.seq).await?.is_none() {
+        return Err(refuse("faulted by an input no longer in the log"));
     }
     request(bus, &record, Operation::Retry, by).await
 }
