@@ -28,6 +28,8 @@ pub const DLQ_BODY: &str = "choreo-dlq-body";
 pub const DLQ_BODY_LEN: &str = "choreo-dlq-body-len";
 /// Value of [`DLQ_BODY`] for a dead letter that refers to its original instead of copying it.
 pub const BODY_REFERENCE: &str = "reference";
+/// Value of [`DLQ_BODY`] for a quarantined message whose body was cut to fit.
+pub const BODY_TRUNCATED: &str = "truncated";
 /// Room kept under `max_payload` for what the server and client add.
 const PAYLOAD_MARGIN: usize = 256;
 
@@ -175,7 +177,7 @@ pub(crate) fn header_block_len(h: &HeaderMap) -> usize {
 /// `max_payload`, else nothing, with [`DLQ_BODY`] = `reference` (the original stays in the
 /// events stream at the recorded sequence). So every dead letter lands.
 pub(crate) fn fit_body(bus: &super::Bus, hdrs: &mut HeaderMap, body: bytes::Bytes) -> bytes::Bytes {
-    let limit = bus.client().server_info().max_payload;
+    let limit = payload_limit(bus);
     let need = header_block_len(hdrs)
         .saturating_add(body.len())
         .saturating_add(PAYLOAD_MARGIN);
@@ -185,6 +187,40 @@ pub(crate) fn fit_body(bus: &super::Bus, hdrs: &mut HeaderMap, body: bytes::Byte
     hdrs.insert(DLQ_BODY, BODY_REFERENCE);
     hdrs.insert(DLQ_BODY_LEN, body.len().to_string().as_str());
     bytes::Bytes::new()
+}
+
+/// For a message about to be deleted (quarantine): `body` cut to what fits, with
+/// [`DLQ_BODY`] = `truncated` and [`DLQ_BODY_LEN`] = the original length when cut.
+pub(crate) fn fit_or_truncate(
+    bus: &super::Bus,
+    hdrs: &mut HeaderMap,
+    body: Vec<u8>,
+) -> bytes::Bytes {
+    let limit = payload_limit(bus);
+    let len = body.len();
+    // Room with the two marker headers counted, whether or not they are needed.
+    let markers = DLQ_BODY.len() + BODY_TRUNCATED.len() + DLQ_BODY_LEN.len() + 24;
+    let room = limit.saturating_sub(
+        header_block_len(hdrs)
+            .saturating_add(markers)
+            .saturating_add(PAYLOAD_MARGIN),
+    );
+    if len <= room {
+        return body.into();
+    }
+    hdrs.insert(DLQ_BODY_LEN, len.to_string().as_str());
+    hdrs.insert(DLQ_BODY, BODY_TRUNCATED);
+    let mut body = body;
+    body.truncate(room);
+    body.into()
+}
+
+/// The server's `max_payload` (unlimited when the server did not say).
+fn payload_limit(bus: &super::Bus) -> usize {
+    match bus.client().server_info().max_payload {
+        0 => usize::MAX,
+        n => n,
+    }
 }
 
 /// A dead letter read back from the DLQ stream.

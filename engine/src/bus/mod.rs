@@ -21,8 +21,8 @@ use crate::config::{Auth, BusConfig};
 use crate::error::BusError;
 
 pub use dead_letter::{
-    DeadLetter, DlqReason, BODY_REFERENCE, DLQ_ACTOR, DLQ_ATTEMPTS, DLQ_BODY, DLQ_BODY_LEN,
-    DLQ_DETAIL, DLQ_REASON, DLQ_STREAM_SEQ, DLQ_SUBJECT, DLQ_TIME, REDRIVEN_FROM,
+    DeadLetter, DlqReason, BODY_REFERENCE, BODY_TRUNCATED, DLQ_ACTOR, DLQ_ATTEMPTS, DLQ_BODY,
+    DLQ_BODY_LEN, DLQ_DETAIL, DLQ_REASON, DLQ_STREAM_SEQ, DLQ_SUBJECT, DLQ_TIME, REDRIVEN_FROM,
 };
 pub use dlq_ops::Redriven;
 pub use provision::PARTITIONS_METADATA_KEY;

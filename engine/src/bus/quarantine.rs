@@ -24,7 +24,7 @@ use base64::Engine as _;
 use futures::TryStreamExt;
 use serde::Deserialize;
 
-use super::dead_letter::{dead_letter_headers, fit_body, DlqReason};
+use super::dead_letter::{dead_letter_headers, fit_or_truncate, DlqReason};
 use super::Bus;
 use crate::error::BusError;
 use choreo_schemas::{headers, ActorName};
@@ -35,7 +35,7 @@ pub const QUARANTINE_ACTOR: &str = "choreo-quarantine";
 /// (lossy UTF-8, percent-encoded, at most [`RAW_HEADERS_KEEP`] bytes of the original).
 pub const DLQ_RAW_HEADERS: &str = "choreo-dlq-raw-headers";
 /// How much of an unreadable header block a dead letter keeps.
-pub const RAW_HEADERS_KEEP: usize = 2048;
+pub const RAW_HEADERS_KEEP: usize = 1024;
 /// How many messages past a consumer's position are inspected.
 pub(crate) const LOOK_AHEAD: usize = 8;
 
@@ -55,6 +55,9 @@ pub struct Quarantined {
 /// Why async-nats would refuse to parse this header block (and drop its connection), or `None`
 /// when it parses. Mirrors `Connection::try_read_op` for `HMSG` in async-nats 0.51.
 pub fn unreadable_headers(block: &[u8]) -> Option<String> {
+    if block.is_empty() {
+        return None; // no headers: delivered as a plain MSG, which parses
+    }
     let text = match std::str::from_utf8(block) {
         Ok(t) => t,
         Err(e) => {
@@ -117,7 +120,7 @@ struct RawMessage {
 #[derive(Deserialize)]
 struct ApiError {
     #[serde(default)]
-    code: u16,
+    err_code: u16,
     #[serde(default)]
     description: String,
 }
@@ -225,8 +228,8 @@ impl Bus {
         let reply: GetReply =
             serde_json::from_slice(&reply.payload).map_err(|e| BusError::js(what(), e))?;
         if let Some(err) = reply.error {
-            // 10037: no message found.
-            if err.code == 404 {
+            // 10037: no message found (10059, stream not found, is an error).
+            if err.err_code == 10037 {
                 return Ok(None);
             }
             return Err(BusError::js(what(), err.description));
@@ -276,7 +279,8 @@ impl Bus {
             DLQ_RAW_HEADERS,
             headers::encode_value(&String::from_utf8_lossy(keep)).as_str(),
         );
-        let body = fit_body(self, &mut hdrs, msg.data.into());
+        // Never a reference body: the original is deleted below. What does not fit is cut.
+        let body = fit_or_truncate(self, &mut hdrs, msg.data);
         self.publish_raw(dlq_subject, hdrs, body).await?;
         let stream = self
             .jetstream()
@@ -315,6 +319,7 @@ mod tests {
 
     #[test]
     fn readable_blocks_pass() {
+        assert_eq!(unreadable_headers(b""), None, "no headers: a plain MSG");
         assert_eq!(
             unreadable_headers(b"NATS/1.0\r\nce-type: a.b.v1\r\n\r\n"),
             None

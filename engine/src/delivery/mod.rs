@@ -94,7 +94,7 @@ pub(crate) async fn nak_later(msg: &Message) {
 }
 
 /// Publish the delivery to the DLQ with its reason, then term-ack it. If the DLQ publish fails,
-/// nak it instead: nothing is lost.
+/// nak it instead: nothing is lost. Returns whether the dead letter landed.
 pub(crate) async fn dead_letter(
     bus: &Bus,
     actor: &ActorName,
@@ -102,17 +102,19 @@ pub(crate) async fn dead_letter(
     msg: &Message,
     reason: DlqReason,
     attempts: u32,
-) {
+) -> bool {
     let (stream_seq, _) = delivery_info(msg);
     match publish_dead_letter(bus, actor, counters, stream_seq, msg, &reason, attempts).await {
         Ok(()) => {
             if let Err(e) = msg.ack_with(AckKind::Term).await {
                 warn!(error = %e, "term-ack failed; a redelivery is dead-lettered again (deduplicated)");
             }
+            true
         }
         Err(e) => {
             error!(%actor, stream_seq, error = %e, "cannot write dead letter; input will be redelivered");
             nak_later(msg).await;
+            false
         }
     }
 }

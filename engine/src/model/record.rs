@@ -85,13 +85,20 @@ pub struct Compensation {
     pub confirmed_by: Vec<String>,
 }
 
-/// The input that faulted an instance, so `choreo sagas retry` can apply it again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The input that faulted an instance, and what the fault cleared, so `choreo sagas retry` can
+/// apply it again to the instance as it was.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultedBy {
     /// Stream sequence of the faulting event.
     pub seq: u64,
     /// The instance's watermark before it.
     pub watermark: u64,
+    /// Its timers before it (a fault clears them).
+    #[serde(default)]
+    pub timers: BTreeMap<String, i64>,
+    /// Its waits before it.
+    #[serde(default)]
+    pub waits: Vec<String>,
 }
 
 /// The stored record of one saga instance.

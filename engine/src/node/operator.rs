@@ -37,7 +37,7 @@ pub async fn request_retry(
         what: "only an instance faulted by an event still in the log can be retried; compensate it instead",
     }
     };
-    let Some(cause) = record.faulted_by else {
+    let Some(cause) = record.faulted_by.as_ref() else {
         return Err(refuse("faulted by a timer"));
     };
     if bus.stored_event(cause.seq).await?.is_none() {

@@ -23,7 +23,7 @@ use super::decide::{self, Attempt, Next};
 use super::Reactor;
 use crate::bus::wire::decode_event;
 use crate::bus::{Bus, DlqReason};
-use crate::delivery::{admit, Delivery, Limits};
+use crate::delivery::{admit, Delivery, Limits, COMMAND_DEAD_LETTERED, COMMAND_EXPIRED};
 use crate::delivery::{
     dead_letter, delivery_info, nak_later, open_pull, panic_message, with_progress, PullConsumer,
 };
@@ -272,6 +272,12 @@ impl<R: Reactor> Driver<R> {
         let notice = match (&reason, decode_event(msg.headers.as_ref(), &msg.payload)) {
             // The notice would be one hop deeper still.
             (DlqReason::DepthExceeded { .. }, _) | (_, Err(_)) => Vec::new(),
+            // No notice of a notice (or of an expiry): nobody awaits an answer to those.
+            (_, Ok(event))
+                if [COMMAND_DEAD_LETTERED, COMMAND_EXPIRED].contains(&event.ty.as_str()) =>
+            {
+                Vec::new()
+            }
             (_, Ok(event)) => ReactContext::new(
                 self.name.clone(),
                 Arc::clone(&self.source),
@@ -281,7 +287,7 @@ impl<R: Reactor> Driver<R> {
             )
             .dead_lettered(&event, &reason),
         };
-        dead_letter(
+        let landed = dead_letter(
             &self.env.bus,
             &self.name,
             &self.env.counters,
@@ -290,10 +296,11 @@ impl<R: Reactor> Driver<R> {
             attempts,
         )
         .await;
-        // Best effort after the dead letter landed: a saga waiting on this input learns it will
+        // Only once it is in the DLQ (else the input is redelivered and may yet succeed), and
+        // best effort after the dead letter landed: a saga waiting on this input learns it will
         // not be answered. Lost only if this node dies in between (the instance then stays
         // compensating, visible in `sagas list`).
-        if !notice.is_empty() {
+        if landed && !notice.is_empty() {
             if let Err(e) = self.env.bus.publish_all(&notice).await {
                 warn!(error = %e, "cannot publish the dead-letter notice");
             }

@@ -358,6 +358,8 @@ pub(crate) fn fault_record(
         SagaInput::Event { seq, .. } => Some(FaultedBy {
             seq,
             watermark: record.watermark,
+            timers: record.timers.clone(),
+            waits: record.waits.clone(),
         }),
         SagaInput::Timer { .. } => None,
     };

@@ -133,22 +133,21 @@ pub(crate) fn decide(
     })
 }
 
-/// The faulting event as a retry applies it: its type, data and correlation, under the retry
-/// request's id, so what the retry decides gets ids of its own (the faulted attempt's outputs
-/// were derived from the original id: the same ids would be dropped as duplicates) and is
-/// caused, in the history, by the request.
+/// The faulting event as a retry applies it: itself (type, data, causation: answers still
+/// match their commands), under the retry request's id, so what the retry decides gets ids of
+/// its own (the faulted attempt's outputs were derived from the original id: the same ids
+/// would be dropped as duplicates) and is caused, in the history, by the request.
 pub(crate) fn retried(mut original: Event, request: &Event) -> Event {
     original.id = request.id;
-    original.causation = request.id;
     original
 }
 
 /// After a retry decided (under the request's sequence, so the watermark moves past the
 /// request): a fault again still points at the original input, for the next retry.
-pub(crate) fn after_retry(record: &mut InstanceRecord, request_seq: u64, by: FaultedBy) {
+pub(crate) fn after_retry(record: &mut InstanceRecord, request_seq: u64, by: &FaultedBy) {
     if let Some(f) = record.faulted_by.as_mut() {
         if f.seq == request_seq {
-            *f = by;
+            *f = by.clone();
         }
     }
 }
@@ -159,11 +158,13 @@ pub(crate) fn reopened(record: &InstanceRecord) -> Option<(InstanceRecord, Fault
     if record.status != SagaStatus::Faulted {
         return None;
     }
-    let by = record.faulted_by?;
+    let by = record.faulted_by.clone()?;
     let mut r = record.clone();
     r.status = SagaStatus::Running;
     r.reason = None;
     r.watermark = by.watermark;
+    r.timers = by.timers.clone();
+    r.waits = by.waits.clone();
     r.faulted_by = None;
     Some((r, by))
 }

@@ -330,7 +330,7 @@ pub async fn replay_against<S: Saga>(
             return Ok(report(Some(d), fed + 1));
         }
         if let (Some(by), Some(r)) = (retry_of, record.as_mut()) {
-            after_retry(r, entry.sequence, by);
+            after_retry(r, entry.sequence, &by);
         }
         fed += 1;
     }

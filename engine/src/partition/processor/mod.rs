@@ -126,11 +126,13 @@ impl Processor {
         timers: &mut mpsc::Receiver<TimerJob>,
     ) -> Exit {
         let idle_mark = self.env.settings.idle_mark;
+        // A reconnection loses what the server had delivered and the client not yet read: the
+        // inputs are re-opened after the applied sequence then (see below). Seen once per
+        // reconnection, including one that happens while the inputs are being re-opened.
+        let mut reconnects = self.env.bus.reconnects();
+        reconnects.borrow_and_update();
+        let mut watching = true;
         'open: loop {
-            // A reconnection loses what the server had delivered and the client not yet read:
-            // the inputs are re-opened after the applied sequence then (see below).
-            let mut reconnects = self.env.bus.reconnects();
-            reconnects.borrow_and_update();
             let stream = loop {
                 if *stop.borrow() {
                     return Exit::Stopped;
@@ -191,11 +193,12 @@ impl Processor {
                         }
                         None => continue 'open,
                     },
-                    changed = reconnects.changed() => {
+                    changed = reconnects.changed(), if watching => {
                         if changed.is_ok() {
                             self.quarantine_ahead().await;
                             continue 'open;
                         }
+                        watching = false;
                         Ok(())
                     }
                     () = tokio::time::sleep(idle_mark), if unmarked => self.mark().await,

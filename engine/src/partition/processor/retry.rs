@@ -51,7 +51,7 @@ impl Processor {
         self.decide_input(batch, saga, instance, input, Some(origin), Some(record))
             .await?;
         if let Some(r) = batch.get_mut(name, instance.as_str()) {
-            after_retry(r, origin.0, by);
+            after_retry(r, origin.0, &by);
         }
         Ok(())
     }
