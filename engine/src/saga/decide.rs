@@ -305,14 +305,26 @@ pub(crate) fn decide<S: Saga>(
     }
     record.state = state_bytes;
     record.state_version = saga.state_version();
+    Decision::Commit(transition(record, out, input, now, &before_timers))
+}
+
+/// The transition an applied input makes: `record` advanced past `input`, the events `out`
+/// decided, the timers changed since `before`.
+pub(crate) fn transition(
+    mut record: InstanceRecord,
+    out: Outputs,
+    input: SagaInput<'_>,
+    now: OffsetDateTime,
+    before: &std::collections::BTreeMap<String, i64>,
+) -> Transition {
     advance(&mut record, input, now);
-    let (timers_removed, timers_added) = timer_diff(&before_timers, &record.timers);
-    Decision::Commit(Transition {
+    let (timers_removed, timers_added) = timer_diff(before, &record.timers);
+    Transition {
         record,
         outbox: out.events,
         timers_removed,
         timers_added,
-    })
+    }
 }
 
 /// The faulted version of a record, for when the handler cannot go on. With no record yet
@@ -373,15 +385,8 @@ pub(crate) fn fault_record(
             record = attempt;
         }
     }
-    advance(&mut record, input, now);
-    let (timers_removed, timers_added) = timer_diff(&before, &record.timers);
     Decision::Fault {
-        transition: Transition {
-            record,
-            outbox: out.events,
-            timers_removed,
-            timers_added,
-        },
+        transition: transition(record, out, input, now, &before),
         reason,
     }
 }

@@ -7,10 +7,10 @@
 use choreo_schemas::{CorrelationId, Event, EventType};
 use serde::{Deserialize, Serialize};
 
-use super::decide::{advance, input_time, timer_diff, Decision, SagaInput, SagaMeta, Skip};
+use super::decide::{input_time, transition, Decision, SagaInput, SagaMeta, Skip};
 use super::outputs::Outputs;
 use super::settle;
-use crate::model::{FaultedBy, InstanceRecord, SagaStatus, Transition};
+use crate::model::{FaultedBy, InstanceRecord, SagaStatus};
 
 /// Event type: run a faulted instance's compensation stack.
 pub const SAGA_COMPENSATE: &str = "choreo.saga.compensate";
@@ -123,14 +123,7 @@ pub(crate) fn decide(
         return super::decide::fault_record(meta, record, input, why);
     }
     record.faulted_by = None;
-    advance(&mut record, input, now);
-    let (timers_removed, timers_added) = timer_diff(&before, &record.timers);
-    Decision::Commit(Transition {
-        record,
-        outbox: out.events,
-        timers_removed,
-        timers_added,
-    })
+    Decision::Commit(transition(record, out, input, now, &before))
 }
 
 /// The faulting event as a retry applies it: itself (type, data, causation: answers still

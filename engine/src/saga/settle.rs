@@ -11,15 +11,13 @@
 
 use choreo_schemas::{Event, EventType, SagaId};
 
-use super::decide::{advance, input_time, timer_diff, Decision, SagaInput, SagaMeta, Skip};
+use super::decide::{input_time, transition, Decision, SagaInput, SagaMeta, Skip};
 use super::lifecycle;
 use super::outputs::Outputs;
 use crate::delivery::{
     CommandDeadLettered, CommandExpired, COMMAND_DEAD_LETTERED, COMMAND_EXPIRED,
 };
-use crate::model::{
-    Answer, Compensation, EffectState, InstanceRecord, PendingUndo, SagaStatus, Transition,
-};
+use crate::model::{Answer, Compensation, EffectState, InstanceRecord, PendingUndo, SagaStatus};
 
 /// Prefix of the timer that settles an unanswered effect of a failed instance.
 pub(crate) const EFFECT_TIMER: &str = "effect:";
@@ -241,14 +239,7 @@ pub(crate) fn settle(
     if record.status != SagaStatus::Faulted {
         finish_if_settled(&mut record, &mut out);
     }
-    advance(&mut record, input, now);
-    let (timers_removed, timers_added) = timer_diff(&before, &record.timers);
-    Decision::Commit(Transition {
-        record,
-        outbox: out.events,
-        timers_removed,
-        timers_added,
-    })
+    Decision::Commit(transition(record, out, input, now, &before))
 }
 
 /// An effect of an ended instance stayed unanswered past its deadline and grace: compensate it
@@ -397,6 +388,20 @@ mod tests {
     }
 
     impl World {
+        fn new() -> Self {
+            let s = slip();
+            Self {
+                meta: SagaMeta::of(&s, "trip"),
+                slip: s,
+                record: None,
+                seq: 0,
+                out: Vec::new(),
+                booked: BTreeMap::new(),
+            }
+        }
+    }
+
+    impl World {
         fn command(&self, i: usize) -> Option<&Event> {
             let t = format!("{}.book.v1", STEPS[i]);
             self.out.iter().find(|e| e.ty.as_str() == t)
@@ -516,15 +521,7 @@ mod tests {
         fn no_confirmed_step_of_a_failed_saga_stays_uncompensated(
             inputs in proptest::collection::vec(arb_input(), 0..24)
         ) {
-            let s = slip();
-            let mut w = World {
-                meta: SagaMeta::of(&s, "trip"),
-                slip: s,
-                record: None,
-                seq: 0,
-                out: Vec::new(),
-                booked: BTreeMap::new(),
-            };
+            let mut w = World::new();
             w.send(&Event::root_raw("urn:t", CorrelationId::new("t1").expect("valid"), ty("trip.requested.v1"), vec![0x90]));
             for input in &inputs {
                 w.deliver(input);
@@ -569,15 +566,7 @@ mod tests {
 
     #[test]
     fn a_confirmation_after_a_timeout_compensates_once() {
-        let s = slip();
-        let mut w = World {
-            meta: SagaMeta::of(&s, "trip"),
-            slip: s,
-            record: None,
-            seq: 0,
-            out: Vec::new(),
-            booked: BTreeMap::new(),
-        };
+        let mut w = World::new();
         w.send(&Event::root_raw(
             "urn:t",
             CorrelationId::new("t1").expect("valid"),
