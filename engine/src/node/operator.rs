@@ -29,13 +29,11 @@ pub async fn request_retry(
     by: &str,
 ) -> Result<Published, NodeError> {
     let record = faulted(bus, saga, instance).await?;
-    let refuse = |status: &str| {
-        NodeError::NotFaulted {
+    let refuse = |status: &str| NodeError::NotFaulted {
         saga: saga.to_owned(),
         instance: instance.to_owned(),
         status: status.to_owned(),
-        what: "only an instance faulted by an event still in the log can be retried; compensate it instead",
-    }
+        what: RETRY_NEEDS,
     };
     let Some(cause) = record.faulted_by.as_ref() else {
         return Err(refuse("faulted by a timer"));
@@ -45,6 +43,10 @@ pub async fn request_retry(
     }
     request(bus, &record, Operation::Retry, by).await
 }
+
+/// What a retry needs.
+const RETRY_NEEDS: &str =
+    "only an instance faulted by an event still in the log can be retried; compensate it instead";
 
 async fn faulted(bus: &Bus, saga: &str, instance: &str) -> Result<InstanceRecord, NodeError> {
     let record = Changelog::new(bus)
