@@ -39,6 +39,7 @@ mod partitions;
 mod publish;
 mod replay;
 mod sagas;
+mod stalls;
 mod stats;
 mod table;
 mod tail;
@@ -57,6 +58,7 @@ pub use events::{EventsArgs, TraceArgs};
 pub use partitions::PartitionsArgs;
 pub use replay::ReplayArgs;
 pub use sagas::SagasArgs;
+pub use stalls::StallsArgs;
 pub use stats::StatsArgs;
 
 /// A command failed; the message is one line meant for the operator.
@@ -116,6 +118,8 @@ pub enum OperatorCommand {
     Dlq(DlqArgs),
     /// Queue lengths and sizes, read from JetStream.
     Stats(StatsArgs),
+    /// Open waits the stall watchdog reported, with what they await and who could produce it.
+    Stalls(StallsArgs),
     /// Answer a pending approval request (`--deny` to refuse).
     Approve(ApproveArgs),
 }
@@ -131,6 +135,7 @@ impl OperatorCommand {
             Self::Partitions(a) => partitions::run(a).await?,
             Self::Dlq(a) => dlq::run(a).await?,
             Self::Stats(a) => stats::run(a).await?,
+            Self::Stalls(a) => stalls::run(a).await?,
             Self::Approve(a) => approve::run(a).await?,
         }
         Ok(())

@@ -236,7 +236,14 @@ fn print_detail(r: &InstanceRecord, detail: &Value) -> anyhow::Result<()> {
         if r.waits.is_empty() {
             "-".to_owned()
         } else {
-            r.waits.join(", ")
+            r.waits
+                .iter()
+                .map(|w| match w.deadline_ms {
+                    Some(d) => format!("{w} (by {})", time_of(d)),
+                    None => w.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
         }
     );
     println!("timers:");

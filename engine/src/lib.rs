@@ -51,6 +51,7 @@ mod bus;
 mod changelog;
 mod cluster;
 mod config;
+mod coordination;
 mod delivery;
 mod error;
 mod history;
@@ -78,6 +79,11 @@ pub use changelog::{Changelog, ChangelogEntry, ChangelogError, Snapshot as Chang
 pub use cluster::{
     read_leases, Lease, Member, NodeId, DEFAULT_LEASE_TTL, LEASES_BUCKET, MEMBERS_BUCKET,
 };
+pub use coordination::{
+    find_deadlocks, read_topology, ActorDecl, ActorKind, Cycle, CycleMember, DeadlockDetected, HostedActor,
+    InstanceView, NodeTopology, Producer, StallDetected, Topology, DEADLOCK_DETECTED,
+    MAX_INSTANCES_CHECKED, STALL_DETECTED, TOPOLOGY_BUCKET, TOPOLOGY_TTL, VICTIM_RULE,
+};
 pub use config::{
     Auth, BusConfig, BusConfigBuilder, Replicas, Tls, DEFAULT_EVENTS_MAX_AGE, DEFAULT_NATS_URL,
     ENV_NATS_URL, MIN_DUPLICATE_WINDOW,
@@ -85,11 +91,14 @@ pub use config::{
 pub use delivery::{CommandDeadLettered, CommandExpired, COMMAND_DEAD_LETTERED, COMMAND_EXPIRED};
 pub use error::{BusError, ConfigError, NodeError, ServerError};
 pub use history::{CausalTree, History, HistoryEntry, NodeKind, TreeNode};
-pub use metrics::{ActorMetrics, Metrics, SagaGauges};
-pub use model::{EffectState, FaultedBy, PartitionHead, PendingEffect, PendingEvent, PendingUndo};
+pub use metrics::{ActorMetrics, CoordinationMetrics, Metrics, SagaGauges};
+pub use model::{
+    EffectState, FaultedBy, PartitionHead, PendingEffect, PendingEvent, PendingUndo, StallKind, Wait,
+};
 pub use node::{
     request_compensation, request_retry, run_to_end, Node, NodeBuilder, PartitionHealth,
     RunningNode, DEFAULT_MAX_DELIVERIES, DEFAULT_MAX_DEPTH, DEFAULT_RETENTION, DEFAULT_SAGA_BATCH,
+    DEFAULT_STALL_GRACE,
 };
 pub use reactor::{EmitError, ReactContext, ReactError, Reactor};
 pub use retry::{RetryPolicy, RetryPolicyBuilder};

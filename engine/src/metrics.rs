@@ -31,6 +31,13 @@ pub const SAGA_TIMERS_PENDING: &str = "choreo.saga.timers_pending";
 /// Saga outbox entries not yet acknowledged by JetStream (gauge).
 pub const SAGA_OUTBOX_DEPTH: &str = "choreo.saga.outbox_depth";
 
+/// Deadlocks detected (and broken) by this node's partitions.
+pub const DEADLOCKS_DETECTED: &str = "choreo.coordination.deadlocks_detected";
+/// Stalled waits reported by this node's partitions.
+pub const STALLS_DETECTED: &str = "choreo.coordination.stalls_detected";
+/// Deadlock checks run after commits (correlations with a waiting instance).
+pub const DEADLOCK_CHECKS: &str = "choreo.coordination.checks";
+
 const BUCKETS: usize = 32;
 
 fn bucket_of(d: Duration) -> usize {
@@ -185,6 +192,26 @@ pub struct SagaGauges {
 #[derive(Debug, Default, Clone)]
 pub struct Metrics {
     actors: Arc<Mutex<BTreeMap<String, Arc<ActorCounters>>>>,
+    coordination: Arc<CoordinationCounters>,
+}
+
+/// Counters of the deadlock detector and the stall watchdog of a node.
+#[derive(Debug, Default)]
+pub(crate) struct CoordinationCounters {
+    pub(crate) deadlocks: AtomicU64,
+    pub(crate) stalls: AtomicU64,
+    pub(crate) checks: AtomicU64,
+}
+
+/// A snapshot of [`CoordinationCounters`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CoordinationMetrics {
+    /// [`DEADLOCKS_DETECTED`]
+    pub deadlocks: u64,
+    /// [`STALLS_DETECTED`]
+    pub stalls: u64,
+    /// [`DEADLOCK_CHECKS`]
+    pub checks: u64,
 }
 
 impl Metrics {
@@ -199,6 +226,20 @@ impl Metrics {
                 ..ActorCounters::default()
             })
         }))
+    }
+
+    pub(crate) fn coordination_counters(&self) -> Arc<CoordinationCounters> {
+        Arc::clone(&self.coordination)
+    }
+
+    /// The deadlock detector's and the stall watchdog's counters.
+    pub fn coordination(&self) -> CoordinationMetrics {
+        let c = &self.coordination;
+        CoordinationMetrics {
+            deadlocks: c.deadlocks.load(Ordering::Relaxed),
+            stalls: c.stalls.load(Ordering::Relaxed),
+            checks: c.checks.load(Ordering::Relaxed),
+        }
     }
 
     /// A snapshot of one actor's metrics (zeros if it never ran).

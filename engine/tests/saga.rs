@@ -282,7 +282,7 @@ async fn an_undecodable_state_faults_only_its_instance() -> Result<()> {
                     .get("trip", t)
                     .ok()
                     .flatten()
-                    .is_some_and(|r| r.waits == ["car.booked.v1"])
+                    .is_some_and(|r| r.waits.len() == 1 && r.waits[0].types == ["car.booked.v1"])
             }))
         }
     })

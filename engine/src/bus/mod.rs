@@ -6,6 +6,7 @@ mod follow;
 mod provision;
 pub(crate) mod quarantine;
 mod read;
+mod scan;
 mod stats;
 mod version;
 pub mod wire;

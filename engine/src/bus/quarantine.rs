@@ -126,9 +126,9 @@ struct ApiError {
 }
 
 /// A stored message read without the client's header parser.
-struct Unparsed {
-    subject: String,
-    sequence: u64,
+pub(super) struct Unparsed {
+    pub(super) subject: String,
+    pub(super) sequence: u64,
     headers: Vec<u8>,
     data: Vec<u8>,
 }
@@ -212,7 +212,7 @@ impl Bus {
 
     /// The first message at or after `sequence` whose subject matches `filter`, read through the
     /// JSON API (headers as bytes, never parsed). `None` when there is none.
-    async fn get_unparsed(
+    pub(super) async fn get_unparsed(
         &self,
         stream: &str,
         sequence: u64,

@@ -14,6 +14,10 @@ fn marker(n: &TreeNode) -> String {
         NodeKind::Event => String::new(),
         NodeKind::SagaDecision => " [saga]".to_owned(),
         NodeKind::DeadLetter { actor, reason } => format!(" [DLQ by {actor}: {reason}]"),
+        NodeKind::Deadlock { cycle, victim } => {
+            format!(" [DEADLOCK: {cycle}; victim {victim}, youngest wait]")
+        }
+        NodeKind::Stall { detail } => format!(" [STALL: {detail}]"),
     }
 }
 
@@ -36,10 +40,11 @@ impl CausalTree {
         } else {
             "├─ "
         };
-        let what = if matches!(n.kind, NodeKind::DeadLetter { .. }) {
-            "✗ "
-        } else {
-            ""
+        let what = match n.kind {
+            NodeKind::DeadLetter { .. } => "✗ ",
+            NodeKind::Deadlock { .. } => "⟲ ",
+            NodeKind::Stall { .. } => "⏸ ",
+            _ => "",
         };
         let _ = writeln!(
             out,
@@ -71,6 +76,8 @@ impl CausalTree {
                 NodeKind::Event => "",
                 NodeKind::SagaDecision => ", style=rounded",
                 NodeKind::DeadLetter { .. } => ", color=red, fontcolor=red",
+                NodeKind::Deadlock { .. } => ", color=orange, fontcolor=orange, penwidth=2",
+                NodeKind::Stall { .. } => ", color=gray, fontcolor=gray",
             };
             let _ = writeln!(
                 out,
@@ -98,6 +105,7 @@ impl CausalTree {
                 NodeKind::Event => format!("n{i}[\"{label}\"]"),
                 NodeKind::SagaDecision => format!("n{i}([\"{label}\"])"),
                 NodeKind::DeadLetter { .. } => format!("n{i}{{{{\"{label}\"}}}}"),
+                NodeKind::Deadlock { .. } | NodeKind::Stall { .. } => format!("n{i}>[\"{label}\"]"),
             };
             let _ = writeln!(out, "  {shape}");
         }

@@ -13,6 +13,18 @@ pub enum NodeKind {
     Event,
     /// A saga lifecycle decision (`choreo.saga.*`).
     SagaDecision,
+    /// A `choreo.deadlock.detected` report: the cycle (one line) and the victim.
+    Deadlock {
+        /// Each member, what it awaits and from whom.
+        cycle: String,
+        /// `saga/instance` failed to break it.
+        victim: String,
+    },
+    /// A `choreo.stall.detected` report.
+    Stall {
+        /// `saga/instance awaits T (why)`.
+        detail: String,
+    },
     /// A dead letter: `actor` gave up on its parent event.
     DeadLetter {
         /// The actor.
@@ -70,11 +82,7 @@ impl CausalTree {
                 ty: ev.ty.to_string(),
                 source: ev.source.clone(),
                 depth: ev.depth,
-                kind: if e.is_saga_decision() {
-                    NodeKind::SagaDecision
-                } else {
-                    NodeKind::Event
-                },
+                kind: kind_of(e),
                 children: Vec::new(),
                 redriven: e.redriven_from.is_some(),
             });
@@ -131,5 +139,34 @@ impl CausalTree {
             }
         }
         seen.len() == self.nodes.len()
+    }
+}
+
+/// What a history entry is in the tree: coordination reports carry their finding.
+fn kind_of(e: &super::HistoryEntry) -> NodeKind {
+    use crate::coordination::{DeadlockDetected, StallDetected, DEADLOCK_DETECTED, STALL_DETECTED};
+    let ev = &e.event;
+    match ev.ty.as_str() {
+        DEADLOCK_DETECTED => match rmp_serde::from_slice::<DeadlockDetected>(&ev.data) {
+            Ok(d) => NodeKind::Deadlock {
+                cycle: d.cycle.describe(),
+                victim: format!("{}/{}", d.victim.saga, d.victim.instance),
+            },
+            Err(_) => NodeKind::Event,
+        },
+        STALL_DETECTED => match rmp_serde::from_slice::<StallDetected>(&ev.data) {
+            Ok(s) => NodeKind::Stall {
+                detail: format!(
+                    "{}/{} awaits {} ({})",
+                    s.saga,
+                    s.instance,
+                    s.awaits.join(" | "),
+                    s.kind
+                ),
+            },
+            Err(_) => NodeKind::Event,
+        },
+        _ if e.is_saga_decision() => NodeKind::SagaDecision,
+        _ => NodeKind::Event,
     }
 }

@@ -5,10 +5,12 @@ mod effect;
 mod head;
 mod record;
 mod transition;
+mod wait;
 
 pub(crate) use effect::Answer;
 pub use effect::{EffectState, PendingEffect, PendingUndo};
 pub use head::PartitionHead;
 pub use record::{Compensation, FaultedBy, InstanceRecord, PendingEvent, SagaStatus};
 pub use transition::TimerEntry;
+pub use wait::{StallKind, Wait};
 pub(crate) use transition::{TimerChange, Transition};

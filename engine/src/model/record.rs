@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{PendingEffect, PendingUndo};
+use super::{PendingEffect, PendingUndo, Wait};
 
 /// Where a saga instance is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -98,7 +98,7 @@ pub struct FaultedBy {
     pub timers: BTreeMap<String, i64>,
     /// Its waits before it.
     #[serde(default)]
-    pub waits: Vec<String>,
+    pub waits: Vec<Wait>,
 }
 
 /// The stored record of one saga instance.
@@ -127,8 +127,8 @@ pub struct InstanceRecord {
     pub undoing: Vec<PendingUndo>,
     /// Pending timers: name → due time (Unix ms).
     pub timers: BTreeMap<String, i64>,
-    /// Event types the instance declared it awaits.
-    pub waits: Vec<String>,
+    /// What the instance declared it awaits (see [`Wait`]).
+    pub waits: Vec<Wait>,
     /// Stream sequence of the last applied input: inputs at or below it are skipped.
     pub watermark: u64,
     /// Inputs applied (events and timers).

@@ -41,6 +41,8 @@ pub const DEFAULT_SAGA_BATCH: usize = 256;
 pub const DEFAULT_MAX_DEPTH: u32 = 64;
 /// Default delivery limit: past it, nodes keep crashing on the input, so it is dead-lettered.
 pub const DEFAULT_MAX_DELIVERIES: u64 = 5;
+/// Default [`NodeBuilder::stall_grace`]: 10 s.
+pub const DEFAULT_STALL_GRACE: Duration = Duration::from_secs(10);
 /// Default [`NodeBuilder::retention`] of ended saga instances: 7 days.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -56,6 +58,9 @@ pub struct NodeBuilder {
     node_id: Option<NodeId>,
     lease_ttl: Duration,
     retention: Duration,
+    external: BTreeSet<String>,
+    coordination: bool,
+    stall_grace: Duration,
     errors: Vec<String>,
 }
 
@@ -65,6 +70,9 @@ impl Default for NodeBuilder {
             node_id: None,
             lease_ttl: DEFAULT_LEASE_TTL,
             retention: DEFAULT_RETENTION,
+            external: BTreeSet::new(),
+            coordination: true,
+            stall_grace: DEFAULT_STALL_GRACE,
             bus: None,
             hosts: Vec::new(),
             sagas: Vec::new(),
@@ -149,6 +157,28 @@ impl NodeBuilder {
     /// 7 days; zero keeps ended instances forever. Running instances are never purged.
     pub fn retention(mut self, retention: Duration) -> Self {
         self.retention = retention;
+        self
+    }
+
+    /// Declare an event type that may come from outside the system (a person through
+    /// `choreo approve`, an ingress producer): the deadlock detector never counts a wait for
+    /// it as part of a deadlock (it can still stall). Published in the topology registry.
+    pub fn external(mut self, ty: EventType) -> Self {
+        self.external.insert(ty.to_string());
+        self
+    }
+
+    /// Deadlock detection and the stall watchdog (default on): the node publishes its actors
+    /// in the topology registry and its partitions check their correlations' waits.
+    pub fn coordination(mut self, on: bool) -> Self {
+        self.coordination = on;
+        self
+    }
+
+    /// How long a wait whose every possible producer is missing from the registry (no live
+    /// node hosts one) may last before it is reported stalled (default 10 s).
+    pub fn stall_grace(mut self, grace: Duration) -> Self {
+        self.stall_grace = grace;
         self
     }
 
@@ -297,6 +327,9 @@ impl NodeBuilder {
             node_id: self.node_id,
             lease_ttl: self.lease_ttl,
             retention: self.retention,
+            external: self.external,
+            coordination: self.coordination,
+            stall_grace: self.stall_grace,
         })
     }
 }
@@ -313,6 +346,9 @@ pub struct Node {
     node_id: Option<NodeId>,
     lease_ttl: Duration,
     retention: Duration,
+    external: BTreeSet<String>,
+    coordination: bool,
+    stall_grace: Duration,
 }
 
 impl std::fmt::Debug for Node {
@@ -335,6 +371,36 @@ impl Node {
     /// Start building a node.
     pub fn builder() -> NodeBuilder {
         NodeBuilder::default()
+    }
+
+    /// What this node hosts, as the topology registry holds it: a saga emits its lifecycle
+    /// events too.
+    fn topology(&self, node: &NodeId) -> crate::coordination::NodeTopology {
+        use crate::coordination::{ActorDecl, ActorKind, NodeTopology};
+        let names = |ts: &BTreeSet<EventType>| ts.iter().map(|t| t.to_string()).collect();
+        let mut actors: Vec<ActorDecl> = self
+            .hosts
+            .iter()
+            .map(|h| ActorDecl {
+                name: h.name().to_string(),
+                kind: ActorKind::Reactor,
+                consumes: names(h.consumes()),
+                starts: BTreeSet::new(),
+                emits: names(h.emits()),
+            })
+            .collect();
+        for s in &self.sagas {
+            let mut emits: BTreeSet<String> = names(s.emits());
+            emits.extend(LIFECYCLE_TYPES.iter().map(|t| (*t).to_owned()));
+            actors.push(ActorDecl {
+                name: s.name().to_string(),
+                kind: ActorKind::Saga,
+                consumes: names(s.inputs()),
+                starts: names(s.starts()),
+                emits,
+            });
+        }
+        NodeTopology::new(node.clone(), actors, self.external.clone())
     }
 
     /// Connect (checking the server version and the partition count), provision the streams,
@@ -388,6 +454,24 @@ impl Node {
             metrics.clone(),
             stop_rx.clone(),
         )));
+        let topology = if self.coordination {
+            let own = self.topology(&running.node_id);
+            if let Err(e) = crate::coordination::registry::publish(bus, &own).await {
+                warn!(error = %e, "cannot publish this node's topology (retried every few seconds)");
+            }
+            let view = crate::coordination::registry::SharedView::default();
+            running
+                .background
+                .push(tokio::spawn(crate::coordination::registry::run(
+                    bus.clone(),
+                    own,
+                    Arc::clone(&view),
+                    stop_rx.clone(),
+                )));
+            Some(view)
+        } else {
+            None
+        };
         for host in &self.hosts {
             let env = DriverEnv {
                 bus: bus.clone(),
@@ -426,9 +510,12 @@ impl Node {
                 batch: self.saga_batch,
                 idle_mark: Duration::from_millis(500),
                 retention: self.retention,
+                stall_grace: self.stall_grace,
             },
             node: running.node_id.clone(),
             routes: routes.clone(),
+            topology: topology.clone(),
+            coordination: metrics.coordination_counters(),
         };
         let processors = Arc::new(Processors::new(env, self.lease_ttl));
         running.processors = Some(Arc::clone(&processors));

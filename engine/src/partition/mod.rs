@@ -41,6 +41,8 @@ pub(crate) struct ProcessorSettings {
     pub(crate) idle_mark: Duration,
     /// Ended instances older than this leave the store (zero: never).
     pub(crate) retention: Duration,
+    /// A wait whose every producer is missing is reported stalled after this long.
+    pub(crate) stall_grace: Duration,
 }
 
 /// What every processor of a node shares.
@@ -55,6 +57,9 @@ pub(crate) struct PartitionEnv {
     pub(crate) settings: ProcessorSettings,
     pub(crate) node: NodeId,
     pub(crate) routes: TimerRoutes,
+    /// The topology registry's view (none: deadlock detection and the stall watchdog are off).
+    pub(crate) topology: Option<crate::coordination::registry::SharedView>,
+    pub(crate) coordination: Arc<crate::metrics::CoordinationCounters>,
 }
 
 /// Why a processor ended.

@@ -30,7 +30,8 @@ pub struct SagaContext {
     pub(crate) pushed: Vec<Compensation>,
     pub(crate) scheduled: Vec<(String, OffsetDateTime)>,
     pub(crate) cancelled: Vec<String>,
-    pub(crate) awaits: Vec<EventType>,
+    pub(crate) awaits: Vec<(Vec<EventType>, Option<Duration>)>,
+    pub(crate) unawaited: Vec<EventType>,
     pub(crate) outcome: Option<Outcome>,
 }
 
@@ -51,6 +52,7 @@ impl SagaContext {
             scheduled: Vec::new(),
             cancelled: Vec::new(),
             awaits: Vec::new(),
+            unawaited: Vec::new(),
             outcome: None,
         }
     }
@@ -143,11 +145,44 @@ impl SagaContext {
         self.cancelled.push(name);
     }
 
-    /// Declare that the instance now awaits an event type (read by the deadlock detector).
+    /// Declare that the instance now awaits an event type on its correlation, with no
+    /// deadline. Waits are what the deadlock detector and the stall watchdog read: declare
+    /// every type that would make the instance act (the detector trusts the declaration). An
+    /// event of that type ends the wait; so does the instance ending.
     pub fn awaits(&mut self, ty: EventType) {
-        if !self.awaits.contains(&ty) {
-            self.awaits.push(ty);
+        self.awaits_any([ty], None);
+    }
+
+    /// [`SagaContext::awaits`] with a deadline `within` the input's time: past it, with no
+    /// timer of the instance pending, the stall watchdog reports the wait once
+    /// (`choreo.stall.detected`).
+    pub fn awaits_within(&mut self, ty: EventType, within: Duration) {
+        self.awaits_any([ty], Some(within));
+    }
+
+    /// One wait ended by any of `types` (a confirmation or its failure, say). Declaring a wait
+    /// the instance already has keeps the first declaration (and its deadline).
+    pub fn awaits_any(
+        &mut self,
+        types: impl IntoIterator<Item = EventType>,
+        within: Option<Duration>,
+    ) {
+        let mut types: Vec<EventType> = types.into_iter().collect();
+        types.sort();
+        types.dedup();
+        if types.is_empty() {
+            return;
         }
+        self.unawaited.retain(|t| !types.contains(t));
+        if !self.awaits.iter().any(|(t, _)| *t == types) {
+            self.awaits.push((types, within));
+        }
+    }
+
+    /// End every wait that an event of type `ty` would end, without that event.
+    pub fn stops_awaiting(&mut self, ty: EventType) {
+        self.awaits.retain(|(t, _)| !t.contains(&ty));
+        self.unawaited.push(ty);
     }
 
     /// End the instance as `Completed` after this input.

@@ -12,7 +12,7 @@ use super::operator::{self, OnFault};
 use super::outputs::Outputs;
 use super::settle;
 use super::{Saga, SagaError};
-use crate::model::{EffectState, FaultedBy, InstanceRecord, PendingEffect, SagaStatus};
+use crate::model::{EffectState, FaultedBy, InstanceRecord, PendingEffect, SagaStatus, Wait};
 pub(crate) use crate::model::{TimerChange, Transition};
 
 /// One input of an instance.
@@ -43,6 +43,9 @@ pub(crate) enum Skip {
     /// An operator action for an instance that is not faulted (or a retry of one that no
     /// event faulted).
     NotFaulted,
+    /// A coordination event about a state the instance has left (or whose data does not
+    /// decode).
+    Stale,
 }
 
 /// The decision for one input.
@@ -100,6 +103,7 @@ pub(crate) fn saga_inputs<S: Saga>(saga: &S) -> BTreeSet<EventType> {
         }
     }
     inputs.extend(operator::operator_types());
+    inputs.extend(crate::coordination::coordination_types());
     inputs
 }
 
@@ -123,6 +127,12 @@ pub(crate) fn decide<S: Saga>(
     if let SagaInput::Event { event, .. } = input {
         if let Some((op, req)) = operator::operation(event) {
             return operator::decide(meta, existing, input, op, &req);
+        }
+        if let Some(c) = crate::coordination::Coordination::of(event) {
+            return operator::coordinate(meta, existing, input, &c);
+        }
+        if operator::addressed(event).is_some() {
+            return Decision::Skip(Skip::Stale); // an addressed type whose data does not decode
         }
     }
     let mut started = false;
@@ -277,11 +287,25 @@ pub(crate) fn decide<S: Saga>(
         record.timers.insert(name, ms(due));
     }
     if let SagaInput::Event { event, .. } = input {
-        record.waits.retain(|w| w != event.ty.as_str());
+        record.waits.retain(|w| !w.ends_on(event.ty.as_str()));
     }
-    for w in ctx.awaits {
-        if !record.waits.iter().any(|x| x == w.as_str()) {
-            record.waits.push(w.to_string());
+    for ty in &ctx.unawaited {
+        record.waits.retain(|w| !w.ends_on(ty.as_str()));
+    }
+    let since_seq = match input {
+        SagaInput::Event { seq, .. } => seq,
+        SagaInput::Timer { .. } => record.watermark,
+    };
+    for (types, within) in ctx.awaits {
+        let types: Vec<String> = types.iter().map(|t| t.to_string()).collect();
+        if !record.waits.iter().any(|w| w.types == types) {
+            record.waits.push(Wait {
+                types,
+                since_seq,
+                since_ms: ms(now),
+                deadline_ms: within.map(|d| ms(context::later(now, d))),
+                stalled: None,
+            });
         }
     }
     match ctx.outcome {

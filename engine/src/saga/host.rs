@@ -19,6 +19,8 @@ pub(crate) trait HostedSaga: Send + Sync {
     /// Event types it consumes (starts and continues).
     fn inputs(&self) -> &BTreeSet<EventType>;
     fn emits(&self) -> &BTreeSet<EventType>;
+    /// Event types that start an instance.
+    fn starts(&self) -> &BTreeSet<EventType>;
     fn retry(&self) -> &RetryPolicy;
     fn instance_of(&self, event: &Event) -> Option<SagaId>;
     /// The pure decision, with panics turned into [`Decision::Retry`].
@@ -70,6 +72,9 @@ impl<S: Saga> HostedSaga for SagaHost<S> {
     }
     fn emits(&self) -> &BTreeSet<EventType> {
         &self.meta.emits
+    }
+    fn starts(&self) -> &BTreeSet<EventType> {
+        &self.meta.starts
     }
     fn retry(&self) -> &RetryPolicy {
         &self.retry

@@ -8,6 +8,7 @@ use choreo_schemas::{CorrelationId, Event, EventType};
 use serde::{Deserialize, Serialize};
 
 use super::decide::{input_time, transition, Decision, SagaInput, SagaMeta, Skip};
+use crate::coordination::{Coordination, DEADLOCK_DETECTED, STALL_DETECTED};
 use super::outputs::Outputs;
 use super::settle;
 use crate::model::{FaultedBy, InstanceRecord, SagaStatus};
@@ -81,6 +82,69 @@ pub(crate) fn operation(event: &Event) -> Option<(Operation, OperatorRequest)> {
     };
     let req: OperatorRequest = rmp_serde::from_slice(&event.data).ok()?;
     Some((op, req))
+}
+
+/// The saga and instance an event addresses by name (an operator action, a coordination
+/// event), if it is one; `Some(None)` for such a type whose data does not decode (it changes
+/// nothing).
+pub(crate) fn addressed(event: &Event) -> Option<Option<(String, String)>> {
+    match event.ty.as_str() {
+        SAGA_COMPENSATE | SAGA_RETRY => Some(operation(event).map(|(_, r)| (r.saga, r.instance))),
+        DEADLOCK_DETECTED | STALL_DETECTED => Some(Coordination::of(event).map(|c| {
+            let (s, i) = c.target();
+            (s.to_owned(), i.to_owned())
+        })),
+        _ => None,
+    }
+}
+
+/// Apply a coordination event to the instance it names. A deadlock's victim is failed (its
+/// compensations run) only if it has not moved since the cycle was found; a stall marks its
+/// wait reported. Either is skipped as stale otherwise.
+pub(crate) fn coordinate(
+    meta: &SagaMeta,
+    existing: Option<InstanceRecord>,
+    input: SagaInput<'_>,
+    c: &Coordination,
+) -> Decision {
+    let Some(mut record) = existing else {
+        return Decision::Skip(Skip::NoInstance);
+    };
+    let SagaInput::Event { seq, .. } = input else {
+        return Decision::Skip(Skip::Stale);
+    };
+    if seq <= record.watermark {
+        return Decision::Skip(Skip::Duplicate);
+    }
+    if record.status != SagaStatus::Running {
+        return Decision::Skip(Skip::Stale);
+    }
+    let Ok(instance) = choreo_schemas::SagaId::new(record.instance.as_str()) else {
+        return Decision::Skip(Skip::NoInstance);
+    };
+    let now = input_time(input);
+    let mut out = Outputs::new(&meta.name, &instance, &record, input, now);
+    let before = record.timers.clone();
+    match c {
+        Coordination::Deadlock(d) => {
+            if record.watermark != d.victim.watermark {
+                return Decision::Skip(Skip::Stale);
+            }
+            if let Err(why) = settle::begin_compensation(&mut record, &mut out, &d.reason()) {
+                return super::decide::fault_record(meta, record, input, why);
+            }
+            record.waits.clear();
+        }
+        Coordination::Stall(s) => {
+            let Some(w) = record.waits.iter_mut().find(|w| {
+                w.stalled.is_none() && w.since_seq == s.since_seq && w.types == s.awaits
+            }) else {
+                return Decision::Skip(Skip::Stale);
+            };
+            w.stalled = Some(s.kind);
+        }
+    }
+    Decision::Commit(transition(record, out, input, now, &before))
 }
 
 /// Both operator types, inputs of every saga.

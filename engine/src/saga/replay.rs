@@ -20,7 +20,7 @@ use thiserror::Error;
 
 use super::decide::{decide, timer_input_id, Decision, SagaInput, SagaMeta};
 use super::lifecycle::{Lifecycle, SAGA_TIMED_OUT};
-use super::operator::{after_retry, operation, reopened, retried, Operation};
+use super::operator::{addressed, after_retry, operation, reopened, retried, Operation};
 use super::outputs::{output_id, output_prefix};
 use super::Saga;
 use crate::bus::Bus;
@@ -245,8 +245,9 @@ pub async fn replay_against<S: Saga>(
     let events = history.events.iter().filter(|e| {
         e.redriven_to.as_deref().is_none_or(|to| to == name)
             && inputs.contains(&e.event.ty)
-            && match operation(&e.event) {
-                Some((_, req)) => req.saga == name && req.instance == instance.as_str(),
+            && match addressed(&e.event) {
+                Some(Some((s, i))) => s == name && i == instance.as_str(),
+                Some(None) => false,
                 None => saga.instance_of(&e.event).as_ref() == Some(instance),
             }
             && !never_applied.contains(&(e.event.id, e.sequence))

@@ -139,7 +139,10 @@ impl RoutingSlip {
             ctx.schedule(Self::timer(state.current), t);
         }
         ctx.issue_raw(step.command.clone(), state.document.clone(), effect)?;
-        ctx.awaits(step.confirmed_by.clone());
+        ctx.awaits_any(
+            [step.confirmed_by.clone(), step.failed_by.clone()],
+            step.timeout,
+        );
         Ok(())
     }
 }

@@ -116,6 +116,7 @@ impl Processor {
         self.publish(&batch.outbox).await?;
         self.published = n;
         self.env.routes.changed.notify_one();
+        self.after_commit(&batch.records).await;
         Ok(())
     }
 

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info_span, warn, Instrument};
 
 mod commit;
+mod coordination;
 mod retry;
 
 use super::batch::{Batch, Stamp};
@@ -25,7 +26,7 @@ use crate::metrics::ActorCounters;
 use crate::model::{InstanceRecord, PartitionHead, Transition};
 use crate::saga::decide::{Decision, SagaInput};
 use crate::saga::host::HostedSaga;
-use crate::saga::operator::{operation, Operation};
+use crate::saga::operator::{addressed, operation, Operation};
 
 pub(crate) struct Processor {
     env: PartitionEnv,
@@ -49,6 +50,8 @@ pub(crate) struct Processor {
     log_ms: i64,
     /// Due timers waiting for the backlog to drain.
     deferred: Vec<TimerJob>,
+    /// Unended instances by correlation, for the deadlock check and the stall watchdog.
+    waits: coordination::Waits,
 }
 
 type Step = Result<(), Exit>;
@@ -82,6 +85,7 @@ impl Processor {
             backlog: 0,
             log_ms: 0,
             deferred: Vec::new(),
+            waits: coordination::Waits::default(),
         }
     }
 
@@ -105,6 +109,7 @@ impl Processor {
         self.published = restored.head.published;
         self.applied_seq = restored.head.applied_seq;
         self.written = restored.head;
+        self.index_restored();
         self.env.routes.changed.notify_one();
         let exit = self.serve(&mut stop, &mut timers).await;
         if exit == Exit::Fenced {
@@ -155,6 +160,12 @@ impl Processor {
             let retention = self.env.settings.retention;
             let mut sweep = tokio::time::interval(sweep_every(retention));
             sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut watchdog = tokio::time::interval(Duration::from_millis(250));
+            watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let coordination = self.coordination_on();
+            // The idle mark is due `idle_mark` after the last input or timer: a deadline, so
+            // the periodic arms (the watchdog's 250 ms tick) do not keep pushing it back.
+            let mut mark_at = tokio::time::Instant::now() + idle_mark;
             loop {
                 let unmarked = self.published > self.written.published
                     || self.applied_seq > self.written.applied_seq;
@@ -172,6 +183,7 @@ impl Processor {
                     }
                     job = timers.recv() => match job {
                         Some(job) => {
+                            mark_at = tokio::time::Instant::now() + idle_mark;
                             self.deferred.push(job);
                             while let Ok(more) = timers.try_recv() {
                                 self.deferred.push(more);
@@ -182,6 +194,7 @@ impl Processor {
                     },
                     chunk = chunks.next() => match chunk {
                         Some(items) => {
+                            mark_at = tokio::time::Instant::now() + idle_mark;
                             let msgs: Vec<Message> = items
                                 .into_iter()
                                 .filter_map(|m| m.map_err(|e| debug!(error = %e, "input stream error")).ok())
@@ -201,9 +214,13 @@ impl Processor {
                         watching = false;
                         Ok(())
                     }
-                    () = tokio::time::sleep(idle_mark), if unmarked => self.mark().await,
+                    () = tokio::time::sleep_until(mark_at), if unmarked => self.mark().await,
                     _ = sweep.tick(), if !retention.is_zero() => {
                         self.purge_ended(retention);
+                        Ok(())
+                    }
+                    _ = watchdog.tick(), if coordination => {
+                        self.coordination_tick().await;
                         Ok(())
                     }
                 };
@@ -328,10 +345,11 @@ impl Processor {
                 continue;
             }
             let op = operation(&event);
-            let instance = match &op {
-                // An operator action names its saga and instance.
-                Some((_, req)) if req.saga != saga.name().as_str() => continue,
-                Some((_, req)) => match SagaId::new(req.instance.as_str()) {
+            let instance = match addressed(&event) {
+                // Operator actions and coordination events name their saga and instance.
+                Some(None) => continue,
+                Some(Some((s, _))) if s != saga.name().as_str() => continue,
+                Some(Some((_, i))) => match SagaId::new(i.as_str()) {
                     Ok(i) => i,
                     Err(_) => continue,
                 },
