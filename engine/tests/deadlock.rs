@@ -79,7 +79,11 @@ impl Reactor for Relay {
 
 /// Saga `a` awaits t1, which only reactor `r` emits, from t3, which only saga `b` emits once
 /// it has t2, which only `a` emits once it has t1.
-async fn reactor_cycle_node(h: &Harness, dir: &std::path::Path, detect: bool) -> Result<RunningNode> {
+async fn reactor_cycle_node(
+    h: &Harness,
+    dir: &std::path::Path,
+    detect: bool,
+) -> Result<RunningNode> {
     Ok(Node::builder()
         .bus(h.config()?)
         .data_dir(dir)
@@ -134,7 +138,11 @@ async fn reports<T: serde::de::DeserializeOwned>(
 async fn wait_status(store: &Store, saga: &str, instance: &str, status: SagaStatus) -> Result<()> {
     wait_until(&format!("{saga}/{instance} is {status}"), || {
         let store = store.clone();
-        async move { Ok(store.get(saga, instance)?.is_some_and(|r| r.status == status)) }
+        async move {
+            Ok(store
+                .get(saga, instance)?
+                .is_some_and(|r| r.status == status))
+        }
     })
     .await
 }
@@ -155,11 +163,17 @@ async fn a_cycle_through_a_reactor_is_detected_and_broken() -> Result<()> {
     assert_eq!(members, ["a", "b"]);
     assert_eq!(d.victim.saga, "b");
     assert_eq!(d.cycle.members[0].awaits, ["t1.v1"]);
-    assert_eq!(d.cycle.members[0].producers, ["r"], "t1 comes from the reactor");
+    assert_eq!(
+        d.cycle.members[0].producers,
+        ["r"],
+        "t1 comes from the reactor"
+    );
     assert_eq!(d.cycle.members[1].producers, ["a"]);
     let b = store.get("b", "cyc-1")?.context("b")?;
     assert!(
-        b.reason.as_deref().is_some_and(|r| r.starts_with("deadlock")),
+        b.reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("deadlock")),
         "{:?}",
         b.reason
     );
@@ -270,7 +284,12 @@ async fn a_wait_nobody_can_answer_is_reported_once_and_clears() -> Result<()> {
         .start()
         .await?;
     let store = node.store().context("store")?.clone();
-    let job = Event::root_raw("urn:test", CorrelationId::new("job-1")?, ty("job.v1"), Vec::new());
+    let job = Event::root_raw(
+        "urn:test",
+        CorrelationId::new("job-1")?,
+        ty("job.v1"),
+        Vec::new(),
+    );
     h.bus.publish(&job).await?;
     // Applied: the wait is marked, so it is never reported again.
     wait_until("the wait is marked stalled", || {
@@ -299,7 +318,11 @@ async fn a_wait_nobody_can_answer_is_reported_once_and_clears() -> Result<()> {
         .await?;
     wait_status(&store, "job", "job-1", SagaStatus::Completed).await?;
     let r = store.get("job", "job-1")?.context("job")?;
-    assert!(r.waits.is_empty(), "the satisfied wait is gone: {:?}", r.waits);
+    assert!(
+        r.waits.is_empty(),
+        "the satisfied wait is gone: {:?}",
+        r.waits
+    );
     let stalls: Vec<StallDetected> = reports(&h, "job-1", STALL_DETECTED).await?;
     assert_eq!(stalls.len(), 1, "reported once: {stalls:?}");
     assert_eq!(node.metrics().coordination().stalls, 1);

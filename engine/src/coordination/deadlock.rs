@@ -211,7 +211,11 @@ pub fn find_deadlocks(
         })
         .flat_map(|a| topo.reach(&a.decl.name))
         .collect();
-    let can_produce = |j: usize, t: &str| reach.get(views[j].saga.as_str()).is_some_and(|r| r.contains(t));
+    let can_produce = |j: usize, t: &str| {
+        reach
+            .get(views[j].saga.as_str())
+            .is_some_and(|r| r.contains(t))
+    };
     // Edges among the stuck.
     let n = stuck.len();
     let mut edge = vec![vec![false; n]; n];

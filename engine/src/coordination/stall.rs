@@ -42,7 +42,11 @@ pub(crate) struct StalledWait {
 }
 
 /// The possible producers of `types`, with their live nodes.
-pub(crate) fn producers_of(types: &[String], topo: &Topology, live: &BTreeSet<NodeId>) -> Vec<Producer> {
+pub(crate) fn producers_of(
+    types: &[String],
+    topo: &Topology,
+    live: &BTreeSet<NodeId>,
+) -> Vec<Producer> {
     let mut out: Vec<Producer> = Vec::new();
     for t in types {
         for a in topo.producers(t) {

@@ -140,7 +140,9 @@ impl Topology {
 
     /// Actors that emit `ty` directly.
     pub fn producers<'a>(&'a self, ty: &'a str) -> impl Iterator<Item = &'a HostedActor> + 'a {
-        self.actors.values().filter(move |a| a.decl.emits.contains(ty))
+        self.actors
+            .values()
+            .filter(move |a| a.decl.emits.contains(ty))
     }
 
     /// Reactors consuming `ty`.

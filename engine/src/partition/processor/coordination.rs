@@ -67,7 +67,9 @@ impl Waits {
         self.by_corr.get(corr).is_some_and(|keys| {
             keys.iter().any(|k| {
                 self.views.get(k).is_some_and(|(_, v)| {
-                    v.status == crate::model::SagaStatus::Running && !v.timers && !v.waits.is_empty()
+                    v.status == crate::model::SagaStatus::Running
+                        && !v.timers
+                        && !v.waits.is_empty()
                 })
             })
         })
@@ -182,7 +184,11 @@ impl Processor {
             if views.iter().any(|v| v.saga == s.name().as_str()) {
                 continue;
             }
-            if let Ok(Some(r)) = self.env.store.get_in(self.partition, s.name().as_str(), corr) {
+            if let Ok(Some(r)) = self
+                .env
+                .store
+                .get_in(self.partition, s.name().as_str(), corr)
+            {
                 views.push(InstanceView::of(&r));
             }
         }
@@ -193,7 +199,10 @@ impl Processor {
         let in_flight = match self.in_flight(corr, &topo).await {
             Ok(Some(types)) => types,
             Ok(None) => {
-                debug!(correlation = corr, "too much of the correlation in flight; checking later");
+                debug!(
+                    correlation = corr,
+                    "too much of the correlation in flight; checking later"
+                );
                 self.waits.suspects.insert(corr.to_owned());
                 return;
             }
@@ -206,7 +215,11 @@ impl Processor {
         let cycles = find_deadlocks(&views, &topo, &in_flight);
         if cycles.is_empty() {
             // Something in flight may break it: look again when it is consumed.
-            debug!(correlation = corr, ?in_flight, "a cycle, but an input that may break it is in flight");
+            debug!(
+                correlation = corr,
+                ?in_flight,
+                "a cycle, but an input that may break it is in flight"
+            );
             self.waits.suspects.insert(corr.to_owned());
             return;
         }
@@ -322,7 +335,10 @@ impl Processor {
     async fn report_stalls(&mut self, topo: &Topology) {
         let (live, grace) = match &self.env.topology {
             Some(view) => (
-                view.read().unwrap_or_else(|p| p.into_inner()).live().clone(),
+                view.read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .live()
+                    .clone(),
                 i64::try_from(self.env.settings.stall_grace.as_millis()).unwrap_or(i64::MAX),
             ),
             None => return,
@@ -331,7 +347,9 @@ impl Processor {
         let mut found = Vec::new();
         for ((saga, instance), (_, v)) in &self.waits.views {
             for s in stalled_waits(v, topo, &live, now, grace) {
-                let Some(w) = v.waits.get(s.wait) else { continue };
+                let Some(w) = v.waits.get(s.wait) else {
+                    continue;
+                };
                 found.push(StallDetected {
                     saga: saga.clone(),
                     instance: instance.clone(),
@@ -345,10 +363,10 @@ impl Processor {
             }
         }
         for stall in found {
-            let Ok(Some(record)) = self
-                .env
-                .store
-                .get_in(self.partition, &stall.saga, &stall.instance)
+            let Ok(Some(record)) =
+                self.env
+                    .store
+                    .get_in(self.partition, &stall.saga, &stall.instance)
             else {
                 continue;
             };
