@@ -1,5 +1,7 @@
 //! `choreo demo`: run one of the example swarms end to end and show what happened.
 
+mod deadlock;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -15,6 +17,20 @@ pub(crate) enum Example {
     Travel,
     /// Planner, executor and verifier agents, an approval gate, deploy with rollback.
     Release,
+    /// Seed 002: four agents that wait on each other forever; the deadlock is detected and
+    /// broken, and the same swarm wired as a pipeline completes.
+    Deadlock,
+}
+
+impl Example {
+    /// The name `--example` takes.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Example::Travel => "travel",
+            Example::Release => "release",
+            Example::Deadlock => "deadlock",
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -44,6 +60,7 @@ pub(crate) struct DemoArgs {
     step_timeout_ms: Option<u64>,
     /// Run the example's actors and sagas in N `choreo node` child processes instead of in this
     /// process; 0: host nothing, only publish and wait (nodes run elsewhere on the same NATS).
+    /// Not supported by the deadlock example.
     #[arg(long)]
     nodes: Option<usize>,
 }
@@ -51,6 +68,11 @@ pub(crate) struct DemoArgs {
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if args.trips == 0 {
         bail!("--trips must be at least 1");
+    }
+    if args.example == Example::Deadlock && args.nodes.is_some() {
+        bail!(
+            "--nodes is not supported by the deadlock example: it runs its swarm in this process"
+        );
     }
     let mut own_server = None;
     let url = match &args.nats {
@@ -90,18 +112,19 @@ async fn demo(
         .client_name("choreo-demo")
         .build()?;
     let bus = choreo::Bus::connect(cfg.clone()).await?;
+    if args.example == Example::Deadlock {
+        return deadlock::demo(args, cfg, &bus, url, data_dir, temporary).await;
+    }
     let quiet = args.json;
     if !quiet {
         println!(
             "choreo demo: the {} example, {} {}, seed {}, nats-server {} at {url}{}",
-            match args.example {
-                Example::Travel => "travel",
-                Example::Release => "release",
-            },
+            args.example.name(),
             args.trips,
             match args.example {
                 Example::Travel => "trips",
                 Example::Release => "releases",
+                Example::Deadlock => "tasks",
             },
             args.seed,
             bus.server_version(),
@@ -198,6 +221,7 @@ async fn run_example(
                     .collect(),
             )
         }
+        Example::Deadlock => bail!("the deadlock example has its own report (demo::deadlock)"),
     })
 }
 
@@ -278,10 +302,7 @@ impl NodeChildren {
     ) -> anyhow::Result<Self> {
         use tokio::io::AsyncBufReadExt as _;
         let exe = std::env::current_exe().context("locate the choreo binary")?;
-        let example = match example {
-            Example::Travel => "travel",
-            Example::Release => "release",
-        };
+        let example = example.name();
         let mut out = Self {
             children: Vec::new(),
         };

@@ -49,6 +49,10 @@ pub(crate) struct NodeArgs {
     /// The seed of the example (the release example's auto-approver).
     #[arg(long, default_value_t = 7)]
     pub(crate) seed: u64,
+    /// Turn deadlock detection and the stall watchdog off (this node publishes no topology
+    /// and checks no waits).
+    #[arg(long)]
+    pub(crate) no_coordination: bool,
 }
 
 pub(crate) fn bus_config(
@@ -80,6 +84,7 @@ async fn start(args: &NodeArgs, dir: PathBuf) -> anyhow::Result<RunningNode> {
             opts.node_id.clone_from(&args.node_id);
             opts.lease_ttl = ttl;
             opts.retention = Duration::from_secs(args.retention_secs);
+            opts.coordination = !args.no_coordination;
             choreo_example_travel::node(cfg, &opts).await?
         }
         Example::Release => {
@@ -88,7 +93,17 @@ async fn start(args: &NodeArgs, dir: PathBuf) -> anyhow::Result<RunningNode> {
             opts.node_id.clone_from(&args.node_id);
             opts.lease_ttl = ttl;
             opts.retention = Duration::from_secs(args.retention_secs);
+            opts.coordination = !args.no_coordination;
             choreo_example_release::node(cfg, &opts).await?
+        }
+        Example::Deadlock => {
+            // The four agents of seed 002 (`--retention-secs` does not apply: the engine's
+            // default does).
+            let mut opts = choreo_example_deadlock::DeadlockOptions::new(dir);
+            opts.node_id.clone_from(&args.node_id);
+            opts.lease_ttl = ttl;
+            opts.coordination = !args.no_coordination;
+            choreo_example_deadlock::node(cfg, &opts).await?
         }
     })
 }

@@ -293,7 +293,12 @@ fn detail_json(r: &InstanceRecord) -> Value {
     v["state"] = msgpack_json(&r.state);
     v["last_applied_sequence"] = json!(r.watermark);
     v["created"] = json!(time_of(r.created_ms));
-    v["awaits"] = json!(r.waits);
+    v["awaits"] = json!(r
+        .waits
+        .iter()
+        .flat_map(|w| w.types.iter())
+        .collect::<Vec<_>>());
+    v["waits"] = json!(r.waits);
     v["timers"] = Value::Array(
         r.timers
             .iter()

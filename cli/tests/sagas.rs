@@ -148,6 +148,8 @@ async fn sagas_and_partitions_read_the_changelog_while_the_node_runs() -> Result
         .bus(BusConfig::builder().url(url.clone()).build()?)
         .data_dir(&data)
         .node_id("node-a")
+        // Nobody hosts a producer of `bye`: no stall report may change the counts read here.
+        .stall_grace(Duration::from_secs(3600))
         .saga(Greeter { by: 1 })
         .build()?
         .start()
@@ -422,5 +424,66 @@ async fn partitions_of_an_unused_namespace_creates_no_bucket() -> Result<()> {
             .is_err(),
         "no leases bucket created"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalls_lists_a_wait_nobody_can_answer() -> Result<()> {
+    let server = NatsServer::start_temp().await?;
+    let url = server.url();
+    let dir = tempfile::tempdir()?;
+    let nats = ["--nats", url.as_str(), "--namespace", "stalling"];
+    let (ok, text, err) = run(&[&["stalls"][..], &nats].concat()).await?;
+    assert!(ok && text.trim() == "no stalled waits", "{text} {err}");
+    let node = Node::builder()
+        .bus(
+            BusConfig::builder()
+                .url(url.clone())
+                .namespace("stalling")
+                .build()?,
+        )
+        .data_dir(dir.path())
+        .stall_grace(Duration::from_millis(200))
+        .saga(Greeter { by: 1 })
+        .build()?
+        .start()
+        .await?;
+    let hello = Event::root(
+        "urn:test",
+        CorrelationId::new("g-stall")?,
+        &Hello { who: "x".into() },
+    )?;
+    node.bus().publish(&hello).await?;
+    // Await the report's effect on the changelog, polling the command itself.
+    let mut poll = tokio::time::interval(Duration::from_millis(100));
+    let row = tokio::time::timeout(WAIT, async {
+        loop {
+            poll.tick().await;
+            let list = run_json(&[&["stalls", "--json"][..], &nats].concat()).await?;
+            if let Some(row) = list.as_array().and_then(|l| l.first()).cloned() {
+                return Ok::<_, anyhow::Error>(row);
+            }
+        }
+    })
+    .await
+    .context("no stall listed")??;
+    assert_eq!(row["saga"], "greeter", "{row}");
+    assert_eq!(row["instance"], "g-stall", "{row}");
+    assert_eq!(row["awaits"], serde_json::json!(["bye.v1"]), "{row}");
+    assert_eq!(row["kind"], "no_live_producer", "{row}");
+    assert_eq!(row["producers"], serde_json::json!([]), "{row}");
+    let (ok, text, err) = run(&[&["stalls"][..], &nats].concat()).await?;
+    assert!(ok, "{err}");
+    let line = text.lines().nth(1).context("a row")?;
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        (cells[..4].to_vec(), cells[cells.len() - 2..].to_vec()),
+        (
+            vec!["greeter", "g-stall", "bye.v1", "no_live_producer"],
+            vec!["none", "hosted"]
+        ),
+        "{text}"
+    );
+    node.shutdown().await?;
     Ok(())
 }

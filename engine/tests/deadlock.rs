@@ -199,6 +199,16 @@ async fn a_cycle_through_a_reactor_is_detected_and_broken() -> Result<()> {
     );
     assert!(line.contains("victim b/cyc-1"), "{tree}");
     assert!(tree.contains("   ├─ choreo.saga.failed"), "{tree}");
+    // Replay applies the report as the owner did.
+    let id = choreo::SagaId::new("cyc-1")?;
+    for (name, awaits, emits) in [("a", "t1.v1", "t2.v1"), ("b", "t2.v1", "t3.v1")] {
+        let saga = Waiter {
+            name,
+            awaits,
+            emits,
+        };
+        choreo::assert_replays(&saga, &h.bus, Some(&store), &id).await;
+    }
     node.shutdown().await?;
     Ok(())
 }
@@ -326,6 +336,7 @@ async fn a_wait_nobody_can_answer_is_reported_once_and_clears() -> Result<()> {
     let stalls: Vec<StallDetected> = reports(&h, "job-1", STALL_DETECTED).await?;
     assert_eq!(stalls.len(), 1, "reported once: {stalls:?}");
     assert_eq!(node.metrics().coordination().stalls, 1);
+    choreo::assert_replays(&Job, &h.bus, Some(&store), &choreo::SagaId::new("job-1")?).await;
     worker.shutdown().await?;
     node.shutdown().await?;
     Ok(())

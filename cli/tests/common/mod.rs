@@ -1,4 +1,4 @@
-//! Shared by the multi-process tests: `choreo node --example travel` as a child process.
+//! Shared by the multi-process tests: `choreo node --example …` as a child process.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 use std::path::Path;
@@ -45,11 +45,24 @@ impl NodeProc {
         replicas: u8,
         extra: &[&str],
     ) -> Result<Self> {
+        Self::start_example("travel", url, dir, id, ttl_ms, replicas, extra).await
+    }
+
+    /// `choreo node --example EXAMPLE` with more arguments.
+    pub async fn start_example(
+        example: &str,
+        url: &str,
+        dir: &Path,
+        id: &str,
+        ttl_ms: u64,
+        replicas: u8,
+        extra: &[&str],
+    ) -> Result<Self> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_choreo"))
             .args([
                 "node",
                 "--example",
-                "travel",
+                example,
                 "--nats",
                 url,
                 "--node-id",

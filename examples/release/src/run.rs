@@ -68,6 +68,8 @@ pub struct ReleaseOptions {
     pub lease_ttl: Duration,
     /// Retention of ended instances (zero: forever).
     pub retention: Duration,
+    /// Deadlock detection and the stall watchdog (default on).
+    pub coordination: bool,
 }
 
 impl std::fmt::Debug for ReleaseOptions {
@@ -95,6 +97,7 @@ impl ReleaseOptions {
             node_id: None,
             lease_ttl: choreo::DEFAULT_LEASE_TTL,
             retention: choreo::DEFAULT_RETENTION,
+            coordination: true,
         }
     }
 }
@@ -137,7 +140,11 @@ pub async fn node(cfg: BusConfig, opts: &ReleaseOptions) -> anyhow::Result<Runni
         .data_dir(&opts.data_dir)
         .lease_ttl(opts.lease_ttl)
         .retention(opts.retention)
+        .coordination(opts.coordination)
         .register::<ReleaseRequested>()
+        // A person answers approvals (`choreo approve`): never part of a deadlock.
+        .external(<choreo_services::ApprovalGranted as choreo::Payload>::event_type())
+        .external(<choreo_services::ApprovalDenied as choreo::Payload>::event_type())
         .saga(ReleaseSaga {
             step_timeout: opts.step_timeout,
             approval_timeout: opts.approval_timeout,

@@ -70,6 +70,8 @@ pub struct TravelOptions {
     pub lease_ttl: Duration,
     /// Retention of ended instances (zero: forever).
     pub retention: Duration,
+    /// Deadlock detection and the stall watchdog (default on).
+    pub coordination: bool,
 }
 
 impl TravelOptions {
@@ -87,6 +89,7 @@ impl TravelOptions {
             node_id: None,
             lease_ttl: choreo::DEFAULT_LEASE_TTL,
             retention: choreo::DEFAULT_RETENTION,
+            coordination: true,
         }
     }
 }
@@ -149,6 +152,7 @@ pub async fn node(cfg: BusConfig, opts: &TravelOptions) -> anyhow::Result<Runnin
         .data_dir(&opts.data_dir)
         .lease_ttl(opts.lease_ttl)
         .retention(opts.retention)
+        .coordination(opts.coordination)
         .dry_run(opts.dry_run)
         .register::<TripRequested>()
         .saga(TripSaga {
