@@ -84,11 +84,16 @@ pub(crate) fn stalled_waits(
         if w.stalled.is_some() {
             continue;
         }
+        // The cheap tests first: this runs every second over every open wait.
+        let passed = w.deadline_ms.is_some_and(|d| d < now_ms) && !v.timers;
+        let old = now_ms.saturating_sub(w.since_ms) >= grace_ms;
+        if !passed && !old {
+            continue;
+        }
         let producers = producers_of(&w.types, topo, live);
-        let kind = if w.deadline_ms.is_some_and(|d| d < now_ms) && !v.timers {
+        let kind = if passed {
             Some(StallKind::DeadlinePassed)
-        } else if now_ms.saturating_sub(w.since_ms) >= grace_ms
-            && !w.types.iter().any(|t| topo.is_external(t))
+        } else if !w.types.iter().any(|t| topo.is_external(t))
             && producers.iter().all(|p| p.live.is_empty())
         {
             Some(StallKind::NoLiveProducer)
