@@ -7,12 +7,13 @@
 //!     [--saga-batch N] [--partitions P] [--messages N] [--chains N] [--sagas N]
 //!     [--timers N] [--timer-window SECS] [--no-baseline] [--raw-envelope]
 //!     [--failover-rounds K] [--failover-partitions P] [--failover-instances N]
-//!     [--lease-ttl SECS] [--restore N[,N...]]
+//!     [--lease-ttl SECS] [--restore N[,N...]] [--deadlocks N] [--deadlock-rate N]
+//!     [--coordination on|off|both] [--saga-waits]
 //! ```
 
 use std::process::ExitCode;
 
-use choreo_benches::{run, BenchOptions, EngineTuning, LoadMode, Peer, Workload};
+use choreo_benches::{run, BenchOptions, Coordination, EngineTuning, LoadMode, Peer, Workload};
 
 fn parse() -> Result<(Vec<Workload>, BenchOptions, Option<String>), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -90,6 +91,14 @@ fn parse() -> Result<(Vec<Workload>, BenchOptions, Option<String>), String> {
                     .collect::<Result<Vec<u64>, String>>()?;
                 b = b.restore_instances(sizes);
             }
+            "--deadlocks" => b = b.deadlocks(num(it.next(), "--deadlocks")?),
+            "--deadlock-rate" => b = b.deadlock_rate(num(it.next(), "--deadlock-rate")? as f64),
+            "--coordination" => {
+                let c = Coordination::parse(it.next().ok_or("--coordination needs on|off|both")?)
+                    .map_err(|e| e.to_string())?;
+                b = b.coordination(c);
+            }
+            "--saga-waits" => b = b.saga_waits(true),
             "--no-baseline" => b = b.baseline(false),
             "--raw-envelope" => b = b.raw_envelope(true),
             w => workloads.extend(Workload::parse(w).map_err(|e| e.to_string())?),
@@ -108,14 +117,23 @@ fn parse() -> Result<(Vec<Workload>, BenchOptions, Option<String>), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let parsed = parse();
+    // `deadlock` makes one deadlock per correlation, and the engine logs each at error level:
+    // unless CHOREO_LOG says otherwise, those lines are left out (the report counts them).
+    let quiet = matches!(&parsed, Ok((w, _, _)) if w.contains(&Workload::Deadlock));
+    let default_filter = if quiet {
+        "warn,choreo::partition::processor::coordination=off"
+    } else {
+        "warn"
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CHOREO_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let (workloads, opts, json) = match parse() {
+    let (workloads, opts, json) = match parsed {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");

@@ -3,8 +3,9 @@
 //! Throughput and latency of choreo beside the physical limit of its log, in one run: the
 //! `raw` JetStream baseline (pipelined publish with `Nats-Msg-Id` + pull consume + ack, no
 //! engine) and the engine workloads `hop` (a chain of reactors), `saga` (a 3-step saga with a
-//! failure fraction and the services it drives) and `timers` (M durable timers due over a
-//! window), each against the same nats-server, with the ratio of each engine figure to `raw`.
+//! failure fraction and the services it drives), `timers` (M durable timers due over a
+//! window) and `deadlock` (a wait-for cycle per correlation: detection latency), each against
+//! the same nats-server, with the ratio of each engine figure to `raw`.
 //! Optionally the same saga against Restate (`peer`). Closed-loop and open-loop load
 //! (coordinated-omission corrected), HdrHistogram percentiles, CPU time and peak RSS of the
 //! process; the report renders as a table or JSON.
@@ -42,7 +43,8 @@ pub mod workloads;
 pub use error::BenchError;
 pub use latency::{LatencyHistogram, Percentiles};
 pub use options::{
-    BenchOptions, BenchOptionsBuilder, Durability, EngineTuning, LoadMode, Peer, Sizes, Workload,
+    BenchOptions, BenchOptionsBuilder, Coordination, Durability, EngineTuning, LoadMode, Peer,
+    Sizes, Workload,
 };
 pub use peer::ENV_RESTATE_PEER;
 pub use progress::human_rate;
@@ -53,14 +55,16 @@ pub use tracker::{Counts, Tracker};
 
 use workloads::Ctx;
 
-/// Run `workloads` (in the order raw, hop, saga, timers, failover, whatever order they are
-/// given in) against one nats-server, and the peer after `saga` when asked. With
+/// Run `workloads` (in the order raw, hop, saga, timers, deadlock, failover, whatever order
+/// they are given in) against one nats-server, and the peer after `saga` when asked. With
 /// [`BenchOptions::baseline`] (the default) `raw` runs first even when not asked, so every
 /// engine figure has its ratio to the log's limit measured in the same run (not for
-/// `failover` alone: it measures times, not log throughput).
+/// `deadlock` or `failover` alone: they measure times, not log throughput).
 pub async fn run(workloads: &[Workload], opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     let mut todo: Vec<Workload> = workloads.to_vec();
-    let wants_ratio = todo.iter().any(|w| *w != Workload::Failover);
+    let wants_ratio = todo
+        .iter()
+        .any(|w| !matches!(w, Workload::Failover | Workload::Deadlock));
     if opts.baseline && wants_ratio && !todo.contains(&Workload::Raw) {
         todo.push(Workload::Raw);
     }
@@ -106,8 +110,9 @@ async fn run_all(
         let rows = match w {
             Workload::Raw => vec![workloads::raw::run(cx).await?],
             Workload::Hop => vec![workloads::hop::run(cx).await?],
-            Workload::Saga => vec![workloads::saga::run(cx).await?],
+            Workload::Saga => workloads::saga::run(cx).await?,
             Workload::Timers => vec![workloads::timers::run(cx).await?],
+            Workload::Deadlock => vec![workloads::deadlock::run(cx).await?],
             Workload::Failover => workloads::failover::run(cx).await?,
         };
         for r in rows {
@@ -137,7 +142,8 @@ async fn run_all(
 }
 
 /// Ratios measured in the same run: each engine workload's log events/s over raw's msgs/s,
-/// and choreo's sagas/s over the peer's (and the reverse on the peer's row).
+/// choreo's sagas/s over the peer's (and the reverse on the peer's row), and with
+/// `--coordination both` the saga's sagas/s with coordination on over off (on the `saga` row).
 fn compute_ratios(results: &mut [WorkloadResult]) {
     let raw = results
         .iter()
@@ -146,6 +152,10 @@ fn compute_ratios(results: &mut [WorkloadResult]) {
     let choreo_saga = results
         .iter()
         .find(|r| r.workload == "saga" && r.engine == "choreo")
+        .map(|r| r.throughput_per_s);
+    let nocoord_saga = results
+        .iter()
+        .find(|r| r.workload == workloads::saga::NOCOORD_ROW && r.engine == "choreo")
         .map(|r| r.throughput_per_s);
     let peer_saga: Vec<(String, f64)> = results
         .iter()
@@ -159,6 +169,12 @@ fn compute_ratios(results: &mut [WorkloadResult]) {
             }
         }
         if r.workload == "saga" && r.engine == "choreo" {
+            if let Some(off) = nocoord_saga.filter(|v| *v > 0.0) {
+                r.ratios.insert(
+                    workloads::saga::NOCOORD_ROW.into(),
+                    r.throughput_per_s / off,
+                );
+            }
             for (peer, v) in &peer_saga {
                 if *v > 0.0 {
                     r.ratios.insert(peer.clone(), r.throughput_per_s / v);

@@ -30,6 +30,39 @@ pub(crate) async fn observe<F>(
 where
     F: FnMut(&str) + Send + 'static,
 {
+    observe_messages(js, stream, filters, move |m| on_message(m.subject.as_str())).await
+}
+
+/// [`observe`] with the time JetStream stored each message at:
+/// `on_message(subject, stored_unix_ns)` (0 when the message carries no JetStream info).
+pub(crate) async fn observe_timed<F>(
+    js: &jetstream::Context,
+    stream: &str,
+    filters: Vec<String>,
+    mut on_message: F,
+) -> Result<Observer, BenchError>
+where
+    F: FnMut(&str, i128) + Send + 'static,
+{
+    observe_messages(js, stream, filters, move |m| {
+        let stored = m
+            .info()
+            .map(|i| i.published.unix_timestamp_nanos())
+            .unwrap_or(0);
+        on_message(m.subject.as_str(), stored);
+    })
+    .await
+}
+
+async fn observe_messages<F>(
+    js: &jetstream::Context,
+    stream: &str,
+    filters: Vec<String>,
+    mut on_message: F,
+) -> Result<Observer, BenchError>
+where
+    F: FnMut(&jetstream::Message) + Send + 'static,
+{
     let what = format!("observe {stream} {filters:?}");
     let s = js
         .get_stream_no_info(stream)
@@ -57,7 +90,7 @@ where
     let task = tokio::spawn(async move {
         while let Some(m) = messages.next().await {
             match m {
-                Ok(m) => on_message(m.subject.as_str()),
+                Ok(m) => on_message(&m),
                 Err(e) => tracing::debug!(error = %e, "observer: ordered consumer error"),
             }
         }

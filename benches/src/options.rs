@@ -1,5 +1,5 @@
-//! What to run and how: [`Workload`], [`LoadMode`], [`Durability`], [`Peer`] and the
-//! [`BenchOptions`] builder. Clap-free, so `choreo bench` maps its flags onto it in a few lines.
+//! What to run and how: [`Workload`], [`LoadMode`], [`Durability`], [`Peer`], [`Coordination`]
+//! and the [`BenchOptions`] builder. Clap-free, so `choreo bench` maps its flags onto it in a few lines.
 
 use std::fmt;
 use std::time::Duration;
@@ -18,17 +18,21 @@ pub enum Workload {
     Saga,
     /// M durable saga timers due over a window.
     Timers,
+    /// A wait-for cycle (two sagas and a reactor) on N correlations: deadlock detection
+    /// latency, commit that closes the cycle → `choreo.deadlock.detected` stored.
+    Deadlock,
     /// Takeover time after a node crash, and the rate a node restores the changelog at.
     Failover,
 }
 
 impl Workload {
     /// Every workload, in the order `all` runs them.
-    pub const ALL: [Workload; 5] = [
+    pub const ALL: [Workload; 6] = [
         Self::Raw,
         Self::Hop,
         Self::Saga,
         Self::Timers,
+        Self::Deadlock,
         Self::Failover,
     ];
 
@@ -39,11 +43,12 @@ impl Workload {
             Self::Hop => "hop",
             Self::Saga => "saga",
             Self::Timers => "timers",
+            Self::Deadlock => "deadlock",
             Self::Failover => "failover",
         }
     }
 
-    /// Parse `raw`, `hop`, `saga`, `timers`, `failover` or `all`.
+    /// Parse `raw`, `hop`, `saga`, `timers`, `deadlock`, `failover` or `all`.
     pub fn parse(name: &str) -> Result<Vec<Workload>, BenchError> {
         match name {
             "all" => Ok(Self::ALL.to_vec()),
@@ -51,9 +56,11 @@ impl Workload {
             "hop" => Ok(vec![Self::Hop]),
             "saga" => Ok(vec![Self::Saga]),
             "timers" => Ok(vec![Self::Timers]),
+            "deadlock" => Ok(vec![Self::Deadlock]),
             "failover" => Ok(vec![Self::Failover]),
             other => Err(BenchError::Options(format!(
-                "unknown workload {other:?}: expected raw, hop, saga, timers, failover or all"
+                "unknown workload {other:?}: expected raw, hop, saga, timers, deadlock, failover \
+                 or all"
             ))),
         }
     }
@@ -134,6 +141,45 @@ impl Peer {
     }
 }
 
+/// Deadlock detection and the stall watchdog of the nodes under test
+/// (`NodeBuilder::coordination`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Coordination {
+    /// On (the engine's default) for every workload.
+    #[default]
+    On,
+    /// Off for every workload but `deadlock` (which measures it).
+    Off,
+    /// `saga` runs twice in the same invocation, with it on (row `saga`) and off (row
+    /// `saga-nocoord`), so both get their ratio to the same `raw`; on for the others.
+    Both,
+}
+
+impl Coordination {
+    /// Parse `on`, `off` or `both`.
+    pub fn parse(name: &str) -> Result<Self, BenchError> {
+        match name {
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            "both" => Ok(Self::Both),
+            other => Err(BenchError::Options(format!(
+                "unknown coordination {other:?}: expected on, off or both"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Coordination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::On => "on",
+            Self::Off => "off",
+            Self::Both => "both",
+        })
+    }
+}
+
 /// Sizes of the workloads.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Sizes {
@@ -151,6 +197,11 @@ pub struct Sizes {
     pub timers: u64,
     /// Window over which the timers are due.
     pub timer_window: Duration,
+    /// Correlations of `deadlock` (one wait-for cycle each).
+    pub deadlocks: u64,
+    /// Rate at which `deadlock` starts its correlations (open loop, unless `--rate` gives
+    /// another).
+    pub deadlock_rate: f64,
     /// Warm-up items run before each measured workload (not counted).
     pub warmup: u64,
     /// `failover`: crashes (node aborts) measured, alternating victims.
@@ -178,6 +229,8 @@ impl Sizes {
             fail_fraction: 0.1,
             timers: 100_000,
             timer_window: Duration::from_secs(60),
+            deadlocks: 2_000,
+            deadlock_rate: 200.0,
             warmup: 500,
             failover_rounds: 10,
             failover_partitions: 8,
@@ -197,6 +250,8 @@ impl Sizes {
             fail_fraction: 0.1,
             timers: 10_000,
             timer_window: Duration::from_secs(5),
+            deadlocks: 200,
+            deadlock_rate: 100.0,
             warmup: 200,
             failover_rounds: 3,
             failover_partitions: 8,
@@ -239,6 +294,12 @@ pub struct BenchOptions {
     pub baseline: bool,
     /// Engine knobs.
     pub tuning: EngineTuning,
+    /// Deadlock detection and the stall watchdog on, off, or `saga` both ways.
+    pub coordination: Coordination,
+    /// The bench saga declares its waits (`SagaContext::awaits_any` on the step's `done` and
+    /// `failed` after each `do`), as a saga written for the deadlock detector does: every
+    /// commit then has a waiting instance to check. Off by default (the saga of earlier runs).
+    pub saga_waits: bool,
     /// `raw` publishes the engine's full CloudEvents headers (`ce-*`, `traceparent`) instead of
     /// only `Nats-Msg-Id`: separates the cost of the envelope from the cost of the engine.
     pub raw_envelope: bool,
@@ -264,6 +325,8 @@ impl BenchOptions {
                 peer: None,
                 baseline: true,
                 tuning: EngineTuning::default(),
+                coordination: Coordination::On,
+                saga_waits: false,
                 raw_envelope: false,
                 progress: true,
                 command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -393,6 +456,26 @@ impl BenchOptionsBuilder {
         self.opts.tuning = tuning;
         self
     }
+    /// Deadlock detection and the stall watchdog on (default), off, or `saga` both ways.
+    pub fn coordination(mut self, c: Coordination) -> Self {
+        self.opts.coordination = c;
+        self
+    }
+    /// The bench saga declares its waits (default false).
+    pub fn saga_waits(mut self, on: bool) -> Self {
+        self.opts.saga_waits = on;
+        self
+    }
+    /// Correlations of `deadlock`.
+    pub fn deadlocks(mut self, n: u64) -> Self {
+        self.opts.sizes.deadlocks = n;
+        self
+    }
+    /// Start rate of `deadlock` (correlations/s).
+    pub fn deadlock_rate(mut self, rate: f64) -> Self {
+        self.opts.sizes.deadlock_rate = rate;
+        self
+    }
     /// `raw` with the engine's full CloudEvents headers (default: only `Nats-Msg-Id`).
     pub fn raw_envelope(mut self, on: bool) -> Self {
         self.opts.raw_envelope = on;
@@ -424,7 +507,12 @@ impl BenchOptionsBuilder {
         let o = &self.opts;
         let s = &o.sizes;
         let bad = |m: &str| Err(BenchError::Options(m.to_owned()));
-        if s.raw_messages == 0 || s.hop_chains == 0 || s.sagas == 0 || s.timers == 0 {
+        if s.raw_messages == 0
+            || s.hop_chains == 0
+            || s.sagas == 0
+            || s.timers == 0
+            || s.deadlocks == 0
+        {
             return bad("workload sizes must be at least 1");
         }
         if s.hop_length == 0 || s.hop_length > 32 {
@@ -432,6 +520,9 @@ impl BenchOptionsBuilder {
         }
         if !(0.0..=1.0).contains(&s.fail_fraction) {
             return bad("the failure fraction is between 0 and 1");
+        }
+        if !(s.deadlock_rate > 0.0 && s.deadlock_rate.is_finite()) {
+            return bad("the deadlock start rate must be positive");
         }
         if s.failover_rounds == 0 {
             return bad("failover measures at least one crash");

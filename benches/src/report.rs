@@ -42,14 +42,16 @@ pub struct Environment {
 /// One workload's figures.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkloadResult {
-    /// `raw`, `hop`, `saga`, `timers`, `saga` (peer), `failover` (takeovers),
-    /// `restore-<N>` (the changelog restore of `failover`).
+    /// `raw`, `hop`, `saga`, `saga-nocoord` (`--coordination both`), `timers`, `deadlock`,
+    /// `saga` (peer), `failover` (takeovers), `restore-<N>` (the changelog restore of
+    /// `failover`).
     pub workload: String,
     /// What ran it: `jetstream` (no engine), `choreo`, `restate`.
     pub engine: String,
     /// Measured items (warm-up excluded).
     pub items: u64,
-    /// What an item is: `msgs`, `chains`, `sagas`, `timers`, `takeovers`, `instances`.
+    /// What an item is: `msgs`, `chains`, `sagas`, `timers`, `deadlocks`, `takeovers`,
+    /// `instances`.
     pub unit: String,
     /// Items per second, first send to last completion (0 for `failover`'s takeovers, whose
     /// figure is the latency).

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
 use choreo_benches::workloads::saga::fail_step;
-use choreo_benches::{run, BenchOptions, BenchOptionsBuilder, BenchReport, LoadMode, Workload};
+use choreo_benches::{
+    run, BenchOptions, BenchOptionsBuilder, BenchReport, Coordination, LoadMode, Workload,
+};
 
 fn tiny() -> BenchOptionsBuilder {
     BenchOptions::builder()
@@ -117,6 +119,43 @@ async fn saga_counts_every_saga_and_compensation() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_runs_with_coordination_on_and_off() -> Result<()> {
+    let opts = tiny()
+        .sagas(20)
+        .coordination(Coordination::Both)
+        .saga_waits(true)
+        .baseline(true)
+        .build()?;
+    let report = run(&[Workload::Saga], &opts).await?;
+    let on = report.result("saga", "choreo").context("saga")?;
+    let off = report
+        .result("saga-nocoord", "choreo")
+        .context("saga-nocoord")?;
+    ensure!(on.items == 20 && off.items == 20, "{on:?} {off:?}");
+    ensure!(on.ratio_to_raw.is_some() && off.ratio_to_raw.is_some());
+    ensure!(on.ratios.contains_key("saga-nocoord"), "{on:?}");
+    ensure!(extra_u64(&report, "saga", "deadlock_checks")? > 0, "{on:?}");
+    ensure!(!off.extra.contains_key("deadlock_checks"), "{off:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlock_detects_every_cycle_once() -> Result<()> {
+    let opts = tiny().deadlocks(30).deadlock_rate(200.0).build()?;
+    let report = run(&[Workload::Deadlock], &opts).await?;
+    ensure!(
+        report.result("raw", "jetstream").is_none(),
+        "deadlock alone needs no baseline"
+    );
+    let r = report.result("deadlock", "choreo").context("deadlock")?;
+    ensure!(r.items == 30 && r.duplicates == 0, "{r:?}");
+    ensure!(r.latency.as_ref().is_some_and(|l| l.count == 30), "{r:?}");
+    // The node's counter also counts a cycle found again before its report was applied.
+    ensure!(extra_u64(&report, "deadlock", "deadlocks_reported")? >= 30);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timers_fire_every_timer_once() -> Result<()> {
     let report = one(Workload::Timers, tiny()).await?;
     let r = report.result("timers", "choreo").context("timers")?;
@@ -176,7 +215,7 @@ fn options_are_validated() {
         .build()
         .expect("valid");
     assert_eq!(o.sizes.timers, 1_000_000);
-    assert_eq!(Workload::parse("all").expect("all").len(), 5);
+    assert_eq!(Workload::parse("all").expect("all").len(), 6);
     assert!(BenchOptions::builder().failover_rounds(0).build().is_err());
     assert!(BenchOptions::builder()
         .restore_instances(Vec::new())
@@ -187,6 +226,14 @@ fn options_are_validated() {
         .build()
         .is_err());
     assert!(Workload::parse("nope").is_err());
+    assert_eq!(
+        Workload::parse("deadlock").expect("deadlock"),
+        [Workload::Deadlock]
+    );
+    assert!(BenchOptions::builder().deadlocks(0).build().is_err());
+    assert!(BenchOptions::builder().deadlock_rate(0.0).build().is_err());
+    assert_eq!(Coordination::parse("both").ok(), Some(Coordination::Both));
+    assert!(Coordination::parse("maybe").is_err());
 }
 
 /// The same saga against Restate. Needs `benches/scripts/build-restate-peer` first:

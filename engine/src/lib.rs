@@ -79,21 +79,22 @@ pub use changelog::{Changelog, ChangelogEntry, ChangelogError, Snapshot as Chang
 pub use cluster::{
     read_leases, Lease, Member, NodeId, DEFAULT_LEASE_TTL, LEASES_BUCKET, MEMBERS_BUCKET,
 };
-pub use coordination::{
-    find_deadlocks, read_topology, ActorDecl, ActorKind, Cycle, CycleMember, DeadlockDetected, HostedActor,
-    InstanceView, NodeTopology, Producer, StallDetected, Topology, DEADLOCK_DETECTED,
-    MAX_INSTANCES_CHECKED, STALL_DETECTED, TOPOLOGY_BUCKET, TOPOLOGY_TTL, VICTIM_RULE,
-};
 pub use config::{
     Auth, BusConfig, BusConfigBuilder, Replicas, Tls, DEFAULT_EVENTS_MAX_AGE, DEFAULT_NATS_URL,
     ENV_NATS_URL, MIN_DUPLICATE_WINDOW,
+};
+pub use coordination::{
+    find_deadlocks, read_topology, ActorDecl, ActorKind, Cycle, CycleMember, DeadlockDetected,
+    HostedActor, InstanceView, NodeTopology, Producer, StallDetected, Topology, DEADLOCK_DETECTED,
+    MAX_INSTANCES_CHECKED, STALL_DETECTED, TOPOLOGY_BUCKET, TOPOLOGY_TTL, VICTIM_RULE,
 };
 pub use delivery::{CommandDeadLettered, CommandExpired, COMMAND_DEAD_LETTERED, COMMAND_EXPIRED};
 pub use error::{BusError, ConfigError, NodeError, ServerError};
 pub use history::{CausalTree, History, HistoryEntry, NodeKind, TreeNode};
 pub use metrics::{ActorMetrics, CoordinationMetrics, Metrics, SagaGauges};
 pub use model::{
-    EffectState, FaultedBy, PartitionHead, PendingEffect, PendingEvent, PendingUndo, StallKind, Wait,
+    EffectState, FaultedBy, PartitionHead, PendingEffect, PendingEvent, PendingUndo, StallKind,
+    Wait,
 };
 pub use node::{
     request_compensation, request_retry, run_to_end, Node, NodeBuilder, PartitionHealth,

@@ -37,6 +37,8 @@ pub const DEADLOCKS_DETECTED: &str = "choreo.coordination.deadlocks_detected";
 pub const STALLS_DETECTED: &str = "choreo.coordination.stalls_detected";
 /// Deadlock checks run after commits (correlations with a waiting instance).
 pub const DEADLOCK_CHECKS: &str = "choreo.coordination.checks";
+/// Checks that had to read the log to know what is in flight (the expensive ones).
+pub const DEADLOCK_LOG_READS: &str = "choreo.coordination.log_reads";
 
 const BUCKETS: usize = 32;
 
@@ -201,6 +203,7 @@ pub(crate) struct CoordinationCounters {
     pub(crate) deadlocks: AtomicU64,
     pub(crate) stalls: AtomicU64,
     pub(crate) checks: AtomicU64,
+    pub(crate) log_reads: AtomicU64,
 }
 
 /// A snapshot of [`CoordinationCounters`].
@@ -212,6 +215,8 @@ pub struct CoordinationMetrics {
     pub stalls: u64,
     /// [`DEADLOCK_CHECKS`]
     pub checks: u64,
+    /// [`DEADLOCK_LOG_READS`]
+    pub log_reads: u64,
 }
 
 impl Metrics {
@@ -239,6 +244,7 @@ impl Metrics {
             deadlocks: c.deadlocks.load(Ordering::Relaxed),
             stalls: c.stalls.load(Ordering::Relaxed),
             checks: c.checks.load(Ordering::Relaxed),
+            log_reads: c.log_reads.load(Ordering::Relaxed),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The workloads, and what they share: the ~256 B msgpack payload, the per-workload
 //! measurement of CPU time and peak RSS, and helpers to start nodes and publish roots.
 
+pub mod deadlock;
 pub mod failover;
 pub mod hop;
 pub mod raw;
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::env::BenchServer;
 use crate::error::BenchError;
-use crate::options::BenchOptions;
+use crate::options::{BenchOptions, Coordination};
 use crate::procstat::{self, ProcSample};
 use crate::report::WorkloadResult;
 
@@ -137,8 +138,15 @@ impl Ctx<'_> {
         Ok(b.build()?)
     }
 
-    /// Apply the engine knobs to a node builder.
-    pub(crate) fn tune(&self, mut b: NodeBuilder) -> NodeBuilder {
+    /// Apply the engine knobs to a node builder (coordination as `--coordination` says: off
+    /// only with `off`).
+    pub(crate) fn tune(&self, b: NodeBuilder) -> NodeBuilder {
+        self.tune_with(b, self.opts.coordination != Coordination::Off)
+    }
+
+    /// [`Ctx::tune`] with deadlock detection and the stall watchdog `coordination`.
+    pub(crate) fn tune_with(&self, mut b: NodeBuilder, coordination: bool) -> NodeBuilder {
+        b = b.coordination(coordination);
         let t = &self.opts.tuning;
         if let Some(n) = t.lanes {
             b = b.concurrency(n);

@@ -7,6 +7,11 @@
 //! lifecycle event (`choreo.saga.completed` / `compensated`) stored on the log; latency is
 //! start publish → terminal event stored. The same itinerary runs against Restate in
 //! `benches/restate-peer`.
+//!
+//! With `--saga-waits` the saga declares what it awaits after each `do` (the step's `done` or
+//! `failed`), so the deadlock detector has a waiting instance to check after each commit;
+//! with `--coordination both` the workload runs twice, detection on (row `saga`) and off (row
+//! [`NOCOORD_ROW`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,7 +27,7 @@ use crate::driver::offer;
 use crate::env::fresh_namespace;
 use crate::error::BenchError;
 use crate::observer::{observe, seq_of};
-use crate::options::LoadMode;
+use crate::options::{Coordination, LoadMode};
 use crate::progress::Progress;
 use crate::report::WorkloadResult;
 use crate::tally::Tally;
@@ -32,6 +37,9 @@ use crate::tracker::Tracker;
 pub const SAGA_NAME: &str = "bsaga";
 /// Its start type.
 pub const START: &str = "bench.saga.start.v1";
+/// The row of the run with deadlock detection and the stall watchdog off, when the same
+/// invocation also runs it with them on (`--coordination both`).
+pub const NOCOORD_ROW: &str = "saga-nocoord";
 
 /// Which step (2 or 3) fails for saga `seq`, or 0 when it succeeds: a deterministic
 /// `fail_fraction` of the sagas, alternating between steps 2 and 3. The Restate peer uses the
@@ -68,12 +76,38 @@ pub struct BenchSagaState {
 #[derive(Debug)]
 pub struct BenchSaga {
     start: EventType,
+    waits: bool,
 }
 
 impl BenchSaga {
-    /// The saga.
+    /// The saga (no declared waits).
     pub fn new() -> Result<Self, BenchError> {
-        Ok(Self { start: ty(START)? })
+        Self::with_waits(false)
+    }
+
+    /// The saga; with `waits`, it declares after each `do` that it awaits the step's `done`
+    /// or `failed`.
+    pub fn with_waits(waits: bool) -> Result<Self, BenchError> {
+        Ok(Self {
+            start: ty(START)?,
+            waits,
+        })
+    }
+
+    /// `do` of step `n`, and the wait for its answer when the saga declares its waits.
+    fn send_do(&self, n: u8, data: &[u8], ctx: &mut SagaContext) -> Result<(), SagaError> {
+        let err = |e: BenchError| SagaError::Permanent(e.to_string());
+        ctx.emit_raw(step_type(n, "do").map_err(err)?, data.to_vec())?;
+        if self.waits {
+            ctx.awaits_any(
+                [
+                    step_type(n, "done").map_err(err)?,
+                    step_type(n, "failed").map_err(err)?,
+                ],
+                None,
+            );
+        }
+        Ok(())
     }
 }
 
@@ -105,15 +139,14 @@ impl Saga for BenchSaga {
     ) -> Result<(), SagaError> {
         let err = |e: BenchError| SagaError::Permanent(e.to_string());
         if event.ty == self.start {
-            ctx.emit_raw(step_type(1, "do").map_err(err)?, event.data.clone())?;
-            return Ok(());
+            return self.send_do(1, &event.data, ctx);
         }
         match parse_step(event.ty.as_str()) {
             Some((n, "done")) => {
                 state.done = n;
                 ctx.push_compensation_raw(step_type(n, "undo").map_err(err)?, event.data.clone())?;
                 if n < 3 {
-                    ctx.emit_raw(step_type(n + 1, "do").map_err(err)?, event.data.clone())?;
+                    self.send_do(n + 1, &event.data, ctx)?;
                 } else {
                     ctx.complete();
                 }
@@ -190,8 +223,27 @@ impl Reactor for StepService {
     }
 }
 
-/// Run `saga`.
-pub(crate) async fn run(cx: &Ctx<'_>) -> Result<WorkloadResult, BenchError> {
+/// Run `saga`: once, or with `--coordination both` twice (detection on, then off).
+pub(crate) async fn run(cx: &Ctx<'_>) -> Result<Vec<WorkloadResult>, BenchError> {
+    Ok(match cx.opts.coordination {
+        Coordination::On => vec![run_one(cx, true, "saga").await?],
+        Coordination::Off => vec![run_one(cx, false, "saga").await?],
+        Coordination::Both => {
+            let on = run_one(cx, true, "saga").await?;
+            if cx.opts.progress {
+                eprintln!("{NOCOORD_ROW}: running (deadlock detection and stall watchdog off)");
+            }
+            vec![on, run_one(cx, false, NOCOORD_ROW).await?]
+        }
+    })
+}
+
+/// One run of the saga workload, reported as row `row`.
+async fn run_one(
+    cx: &Ctx<'_>,
+    coordination: bool,
+    row: &str,
+) -> Result<WorkloadResult, BenchError> {
     let opts = cx.opts;
     let (n, f) = (opts.sizes.sagas, opts.sizes.fail_fraction);
     let warm_n = opts.sizes.warmup.max(1);
@@ -210,11 +262,11 @@ pub(crate) async fn run(cx: &Ctx<'_>) -> Result<WorkloadResult, BenchError> {
     let mut builder = Node::builder()
         .bus(config.clone())
         .data_dir(dir.path())
-        .saga(BenchSaga::new()?);
+        .saga(BenchSaga::with_waits(opts.saga_waits)?);
     for step in 1..=3 {
         builder = builder.reactor(StepService::new(step, Arc::clone(&undos))?);
     }
-    let node = cx.tune(builder).build()?.start().await?;
+    let node = cx.tune_with(builder, coordination).build()?.start().await?;
     let bus = Bus::connect(config.clone()).await?;
 
     let epoch = std::time::Instant::now();
@@ -271,12 +323,13 @@ pub(crate) async fn run(cx: &Ctx<'_>) -> Result<WorkloadResult, BenchError> {
 
     let before = stream_messages(&bus, &config.events_stream()).await?;
     let metrics_before = node.metrics().snapshot(SAGA_NAME);
+    let checks_before = node.metrics().coordination();
     let measure = Measure::start(cx.server);
     let progress = {
         let t = Arc::clone(&main);
         Progress::start(
             opts.progress,
-            "saga".into(),
+            row.into(),
             "sagas",
             main.len(),
             Arc::new(move || t.completed()),
@@ -286,7 +339,7 @@ pub(crate) async fn run(cx: &Ctx<'_>) -> Result<WorkloadResult, BenchError> {
     wait_complete("saga", "sagas ended", &main, cx.timeout()).await?;
     progress.finish();
     let after = stream_messages(&bus, &config.events_stream()).await?;
-    let mut r = WorkloadResult::new("saga", "choreo", "sagas");
+    let mut r = WorkloadResult::new(row, "choreo", "sagas");
     measure.finish(&mut r);
     fill_from(&mut r, &main);
     let events = after.saturating_sub(before);
@@ -298,6 +351,13 @@ pub(crate) async fn run(cx: &Ctx<'_>) -> Result<WorkloadResult, BenchError> {
     r.set("completed", r.items - comp);
     r.set("fail_fraction", f);
     r.set("log_events", events);
+    r.set("coordination", if coordination { "on" } else { "off" });
+    r.set("saga_waits", opts.saga_waits);
+    if coordination {
+        let c = node.metrics().coordination();
+        r.set("deadlock_checks", c.checks - checks_before.checks);
+        r.set("deadlock_log_reads", c.log_reads - checks_before.log_reads);
+    }
     if comp != failed_expected {
         return Err(BenchError::Incomplete {
             workload: "saga".into(),

@@ -59,15 +59,7 @@ impl NodeProc {
         extra: &[&str],
     ) -> Result<Self> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_choreo"))
-            .args([
-                "node",
-                "--example",
-                example,
-                "--nats",
-                url,
-                "--node-id",
-                id,
-            ])
+            .args(["node", "--example", example, "--nats", url, "--node-id", id])
             .arg("--data-dir")
             .arg(dir.join(id))
             .args(["--lease-ttl-ms", &ttl_ms.to_string()])

@@ -26,9 +26,14 @@ impl Bus {
         Ok(Some(out))
     }
 
-    /// The stream sequence below which a durable consumer of `stream` has acknowledged
-    /// everything (0 when the consumer does not exist).
-    pub(crate) async fn ack_floor(&self, stream: &str, consumer: &str) -> Result<u64, BusError> {
+    /// How far a durable consumer of `stream` has got: the stream sequence through which it has
+    /// acknowledged everything (its ack floor; 0 when it does not exist). Floors only grow, so
+    /// a floor read earlier is a safe lower bound later.
+    pub(crate) async fn consumed_through(
+        &self,
+        stream: &str,
+        consumer: &str,
+    ) -> Result<u64, BusError> {
         let s = self
             .jetstream()
             .get_stream_no_info(stream)
@@ -36,7 +41,9 @@ impl Bus {
             .map_err(|e| BusError::js(format!("get stream {stream}"), e))?;
         match s.consumer_info(consumer).await {
             Ok(info) => Ok(info.ack_floor.stream_sequence),
-            Err(e) if e.to_string().contains("10014") || e.to_string().contains("not found") => {
+            Err(e)
+                if e.kind() == async_nats::jetstream::context::ConsumerInfoErrorKind::NotFound =>
+            {
                 Ok(0)
             }
             Err(e) => Err(BusError::js(format!("consumer {consumer}"), e)),

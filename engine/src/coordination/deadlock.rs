@@ -16,7 +16,7 @@
 //!   possible producer (an unended instance of the correlation, or a saga with no instance in
 //!   it) is a member of K. Anything else stuck is a stall (see `stall`), never a deadlock.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +38,9 @@ pub struct InstanceView {
     pub status: SagaStatus,
     /// Its waits.
     pub waits: Vec<Wait>,
-    /// Whether it has a pending timer.
+    /// Whether something will wake it without an awaited event: a pending timer, or a command
+    /// it issued whose outcome is unknown (the runtime settles every effect: an answer, an
+    /// expiry or a dead-letter notice, or its settle timer).
     pub timers: bool,
     /// Its watermark (the breaker fails it only if it has not moved since).
     pub watermark: u64,
@@ -52,7 +54,10 @@ impl InstanceView {
             instance: r.instance.clone(),
             status: r.status,
             waits: r.waits.clone(),
-            timers: !r.timers.is_empty(),
+            timers: !r.timers.is_empty()
+                || r.effects
+                    .iter()
+                    .any(|e| e.state == crate::model::EffectState::Pending),
             watermark: r.watermark,
         }
     }
@@ -61,8 +66,10 @@ impl InstanceView {
         self.status == SagaStatus::Running && !self.timers && !self.waits.is_empty()
     }
 
+    /// It may emit without an awaited event: compensating, running and not waiting, or
+    /// faulted (an operator's retry or compensation may run it again).
     fn active(&self) -> bool {
-        self.status == SagaStatus::Compensating
+        matches!(self.status, SagaStatus::Compensating | SagaStatus::Faulted)
             || (self.status == SagaStatus::Running && !self.waiting())
     }
 
@@ -138,8 +145,13 @@ fn stuck(views: &[InstanceView], topo: &Topology, in_flight: &BTreeSet<String>) 
             todo.push(t.clone());
         }
     };
-    // External types may come at any time: live, and so is everything they lead to.
-    for t in in_flight.iter().chain(topo.external()) {
+    // External types may come at any time: live, and so is everything they lead to. So may a
+    // reactor input no actor emits (a producer outside the registry feeds it).
+    for t in in_flight
+        .iter()
+        .chain(topo.external())
+        .chain(topo.unproduced_reactor_inputs())
+    {
         add(t, &mut live, &mut todo);
     }
     for v in views {
@@ -195,27 +207,19 @@ pub fn find_deadlocks(
     if stuck.is_empty() {
         return Vec::new();
     }
-    let mut reach: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
-    for v in views {
-        reach
-            .entry(v.saga.as_str())
-            .or_insert_with(|| topo.reach(&v.saga));
-    }
     let present: BTreeSet<&str> = views.iter().map(|v| v.saga.as_str()).collect();
     // Sagas with no instance here that could produce a type: possible producers outside any
     // cycle.
-    let dormant_reach: BTreeSet<String> = topo
+    let dormant: Vec<&BTreeSet<String>> = topo
         .actors()
         .filter(|a| {
             a.decl.kind == super::ActorKind::Saga && !present.contains(a.decl.name.as_str())
         })
-        .flat_map(|a| topo.reach(&a.decl.name))
+        .filter_map(|a| topo.reach_of(&a.decl.name))
         .collect();
-    let can_produce = |j: usize, t: &str| {
-        reach
-            .get(views[j].saga.as_str())
-            .is_some_and(|r| r.contains(t))
-    };
+    let dormant_can = |t: &str| dormant.iter().any(|r| r.contains(t));
+    let can_produce =
+        |j: usize, t: &str| topo.reach_of(&views[j].saga).is_some_and(|r| r.contains(t));
     // Edges among the stuck.
     let n = stuck.len();
     let mut edge = vec![vec![false; n]; n];
@@ -250,11 +254,14 @@ pub fn find_deadlocks(
         let closed = members.iter().all(|&i| {
             views[i].awaited().all(|t| {
                 let producers: Vec<usize> = (0..views.len())
-                    .filter(|&j| !views[j].status.is_terminal() && can_produce(j, t))
+                    .filter(|&j| {
+                        (views[j].status == SagaStatus::Faulted || !views[j].status.is_terminal())
+                            && can_produce(j, t)
+                    })
                     .collect();
                 !producers.is_empty()
                     && producers.iter().all(|j| members.contains(j))
-                    && !dormant_reach.contains(t)
+                    && !dormant_can(t)
             })
         });
         if closed {

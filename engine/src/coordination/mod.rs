@@ -75,6 +75,7 @@ fn event_for<T: Serialize>(
     ty: &str,
     key: &str,
     data: &T,
+    max_depth: u32,
 ) -> Option<Event> {
     let correlation = CorrelationId::new(record.correlation.as_str()).ok()?;
     let ty = EventType::new(ty).ok()?;
@@ -83,14 +84,15 @@ fn event_for<T: Serialize>(
     e.id = EventId::derive(key);
     if let Ok(cause) = record.last_event.parse::<EventId>() {
         e.causation = cause;
-        e.depth = record.last_depth.saturating_add(1);
+        // Never deeper than the limit: a report must be applied, not dead-lettered.
+        e.depth = record.last_depth.saturating_add(1).min(max_depth);
     }
     Some(e)
 }
 
 impl DeadlockDetected {
     /// The event, on the victim's correlation, caused by the victim's last input.
-    pub(crate) fn event(&self, victim: &InstanceRecord) -> Option<Event> {
+    pub(crate) fn event(&self, victim: &InstanceRecord, max_depth: u32) -> Option<Event> {
         let key = format!(
             "deadlock/{}/{}",
             victim.correlation,
@@ -101,7 +103,7 @@ impl DeadlockDetected {
                 .collect::<Vec<_>>()
                 .join(",")
         );
-        event_for(victim, DEADLOCK_DETECTED, &key, self)
+        event_for(victim, DEADLOCK_DETECTED, &key, self, max_depth)
     }
 
     /// The failure reason the victim gets.
@@ -122,7 +124,7 @@ impl DeadlockDetected {
 
 impl StallDetected {
     /// The event, on the instance's correlation.
-    pub(crate) fn event(&self, record: &InstanceRecord) -> Option<Event> {
+    pub(crate) fn event(&self, record: &InstanceRecord, max_depth: u32) -> Option<Event> {
         let key = format!(
             "stall/{}/{}/{}/{}/{}",
             self.saga,
@@ -131,7 +133,7 @@ impl StallDetected {
             self.awaits.join("|"),
             self.kind
         );
-        event_for(record, STALL_DETECTED, &key, self)
+        event_for(record, STALL_DETECTED, &key, self, max_depth)
     }
 }
 

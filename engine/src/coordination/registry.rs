@@ -4,9 +4,9 @@
 //! exactly the live nodes. Every node watches it into a [`SharedView`] the partition
 //! processors read.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv::{self, Store as Kv};
 use futures::StreamExt;
@@ -30,8 +30,13 @@ pub(crate) struct View {
     live: BTreeSet<NodeId>,
     /// The union of the entries.
     pub(crate) topology: Arc<Topology>,
-    /// Whether the registry was read at least once (until then nothing is reported stalled).
+    /// Whether the view is current (the registry was replayed; false again while a watch is
+    /// re-opened): until then nothing is decided or reported.
     pub(crate) loaded: bool,
+    /// When the view was first current.
+    loaded_at: Option<Instant>,
+    /// Types that had a producer and lost it, with when.
+    missing_since: HashMap<String, Instant>,
     /// Bumped on every change (the processors re-check their suspects when it moves).
     pub(crate) version: u64,
 }
@@ -42,9 +47,39 @@ impl View {
         &self.live
     }
 
+    /// How long no live node has hosted an actor emitting `ty` (zero while one does; since the
+    /// view was first current for a type never produced).
+    pub(crate) fn absent_for(&self, ty: &str) -> Duration {
+        if self.topology.producers(ty).next().is_some() {
+            return Duration::ZERO;
+        }
+        self.missing_since
+            .get(ty)
+            .copied()
+            .or(self.loaded_at)
+            .map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
     fn rebuild(&mut self) {
+        let before: BTreeSet<String> = self
+            .topology
+            .actors()
+            .flat_map(|a| a.decl.emits.iter().cloned())
+            .collect();
         self.live = self.nodes.values().map(|n| n.node.clone()).collect();
         self.topology = Arc::new(Topology::from_nodes(self.nodes.values()));
+        let now = Instant::now();
+        for t in before {
+            if self.topology.producers(&t).next().is_none() {
+                self.missing_since.entry(t).or_insert(now);
+            }
+        }
+        let topology = Arc::clone(&self.topology);
+        self.missing_since
+            .retain(|t, _| topology.producers(t).next().is_none());
+        if self.loaded && self.loaded_at.is_none() {
+            self.loaded_at = Some(now);
+        }
         self.version = self.version.wrapping_add(1);
     }
 }
@@ -111,23 +146,41 @@ async fn read_all(kv: &Kv) -> Result<Vec<(String, bytes::Bytes)>, BusError> {
     Ok(out)
 }
 
-/// Keep `view` current until `stop`: watch the registry (re-opening a watch that ends), and
-/// refresh `own` every third of the TTL.
-pub(crate) async fn run(
+/// Refresh this node's entry every third of the TTL until `stop` (also while the watch is
+/// down: a live node's entry must not expire).
+pub(crate) async fn refresh(bus: Bus, own: NodeTopology, mut stop: signal::Receiver<bool>) {
+    let mut every = tokio::time::interval(TOPOLOGY_TTL / 3);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                if let Err(e) = publish(&bus, &own).await {
+                    warn!(error = %e, "cannot refresh this node's topology entry");
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Keep `view` current until `stop`, re-opening a watch that ends. A (re-)opened watch replays
+/// the registry into a fresh map, swapped in once it is current: until then the view is not
+/// `loaded`, and the processors decide nothing. A refresh that changes nothing changes
+/// nothing in the view either.
+pub(crate) async fn watch(
     bus: Bus,
-    own: NodeTopology,
+    own: NodeId,
     view: SharedView,
     mut stop: signal::Receiver<bool>,
 ) {
-    let mut refresh = tokio::time::interval(TOPOLOGY_TTL / 3);
     loop {
-        let watch = async {
+        let opened = async {
             let kv = open(&bus).await?;
             kv.watch_with_history(">")
                 .await
                 .map_err(|e| BusError::js("watch the registry", e))
         };
-        let mut watch = match watch.await {
+        let mut w = match opened.await {
             Ok(w) => w,
             Err(e) => {
                 debug!(error = %e, "topology watch not open; retrying");
@@ -137,44 +190,56 @@ pub(crate) async fn run(
                 }
             }
         };
-        // A re-opened watch replays the current values: start from nothing.
-        {
-            let mut v = view.write().unwrap_or_else(|p| p.into_inner());
-            v.nodes.clear();
-        }
+        view.write().unwrap_or_else(|p| p.into_inner()).loaded = false;
+        let mut fresh: Option<BTreeMap<String, NodeTopology>> = Some(BTreeMap::new());
         loop {
             let entry = tokio::select! {
-                e = watch.next() => e,
-                _ = refresh.tick() => {
-                    if let Err(e) = publish(&bus, &own).await {
-                        warn!(error = %e, "cannot refresh this node's topology entry");
-                    }
-                    continue;
-                }
+                e = w.next() => e,
                 _ = stop.changed() => return,
             };
             let Some(Ok(entry)) = entry else {
                 break; // ended or failed: re-open
             };
-            let mut v = view.write().unwrap_or_else(|p| p.into_inner());
-            if entry.operation == kv::Operation::Put {
-                match serde_json::from_slice::<NodeTopology>(&entry.value) {
-                    Ok(n) => {
-                        v.nodes.insert(entry.key.clone(), n);
-                    }
+            let value = match entry.operation {
+                kv::Operation::Put => match serde_json::from_slice::<NodeTopology>(&entry.value) {
+                    Ok(n) => Some(n),
                     Err(e) => {
-                        warn!(key = %entry.key, error = %e, "unreadable topology entry ignored")
+                        warn!(key = %entry.key, error = %e, "unreadable topology entry ignored");
+                        continue;
                     }
+                },
+                kv::Operation::Delete | kv::Operation::Purge => None,
+            };
+            let current = entry.delta == 0 || entry.seen_current;
+            if let Some(map) = fresh.as_mut() {
+                match value {
+                    Some(n) => map.insert(entry.key.clone(), n),
+                    None => map.remove(&entry.key),
+                };
+                // Swap the replayed registry in once it is current and holds this node.
+                if current && map.contains_key(own.as_str()) {
+                    let mut v = view.write().unwrap_or_else(|p| p.into_inner());
+                    v.nodes = fresh.take().unwrap_or_default();
+                    v.loaded = true;
+                    v.rebuild();
                 }
-            } else {
-                v.nodes.remove(&entry.key);
+                continue;
             }
-            // The history is replayed (its last entry has delta 0); this node's own entry is
-            // in it, since it was put before the watch opened.
-            if entry.delta == 0 && v.nodes.contains_key(own.node.as_str()) {
-                v.loaded = true;
+            let mut v = view.write().unwrap_or_else(|p| p.into_inner());
+            let changed = match value {
+                Some(n) => {
+                    let same = v
+                        .nodes
+                        .get(&entry.key)
+                        .is_some_and(|old| old.version == n.version);
+                    v.nodes.insert(entry.key.clone(), n);
+                    !same
+                }
+                None => v.nodes.remove(&entry.key).is_some(),
+            };
+            if changed {
+                v.rebuild();
             }
-            v.rebuild();
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(500)) => {}

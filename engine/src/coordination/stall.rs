@@ -3,9 +3,10 @@
 //! A wait of a running instance is **stalled** when it is not reported yet and either
 //! - its deadline passed and the instance has no pending timer (no timeout handler will act):
 //!   [`StallKind::DeadlinePassed`]; or
-//! - it was declared at least `grace` ago, none of its types is external, and no actor that
-//!   emits any of them is hosted by a live node (none at all, or only by nodes that are not
-//!   members any more): [`StallKind::NoLiveProducer`].
+//! - none of its types is external, and for at least `grace` no live node has hosted an actor
+//!   that emits any of them (the registry holds only live nodes): [`StallKind::NoLiveProducer`].
+//!   The absence is measured from when the last producer left the registry (or the registry
+//!   was first read), not from the wait, so a restart shorter than the grace reports nothing.
 //!
 //! Each stalled wait is reported once: the report is an input of the instance that marks the
 //! wait (see `saga::operator`), so a new owner does not report it again.
@@ -68,13 +69,17 @@ pub(crate) fn producers_of(
     out
 }
 
-/// The waits of `v` that are stalled at `now_ms`.
+/// The waits of `v` that are stalled at `now_ms`. `absent_ms(t)`: how long no live node has
+/// hosted a producer of `t`. `deadlines`: whether passed deadlines count now (not while the
+/// answer may still be in the processor's backlog).
 pub(crate) fn stalled_waits(
     v: &InstanceView,
     topo: &Topology,
     live: &BTreeSet<NodeId>,
     now_ms: i64,
     grace_ms: i64,
+    deadlines: bool,
+    absent_ms: &dyn Fn(&str) -> i64,
 ) -> Vec<StalledWait> {
     if v.status != SagaStatus::Running {
         return Vec::new();
@@ -85,28 +90,21 @@ pub(crate) fn stalled_waits(
             continue;
         }
         // The cheap tests first: this runs every second over every open wait.
-        let passed = w.deadline_ms.is_some_and(|d| d < now_ms) && !v.timers;
-        let old = now_ms.saturating_sub(w.since_ms) >= grace_ms;
-        if !passed && !old {
-            continue;
-        }
-        let producers = producers_of(&w.types, topo, live);
+        let passed = deadlines && w.deadline_ms.is_some_and(|d| d < now_ms) && !v.timers;
+        let missing = !w.types.iter().any(|t| topo.is_external(t))
+            && w.types.iter().all(|t| absent_ms(t) >= grace_ms);
         let kind = if passed {
-            Some(StallKind::DeadlinePassed)
-        } else if !w.types.iter().any(|t| topo.is_external(t))
-            && producers.iter().all(|p| p.live.is_empty())
-        {
-            Some(StallKind::NoLiveProducer)
+            StallKind::DeadlinePassed
+        } else if missing {
+            StallKind::NoLiveProducer
         } else {
-            None
+            continue;
         };
-        if let Some(kind) = kind {
-            out.push(StalledWait {
-                wait: i,
-                kind,
-                producers,
-            });
-        }
+        out.push(StalledWait {
+            wait: i,
+            kind,
+            producers: producers_of(&w.types, topo, live),
+        });
     }
     out
 }
@@ -152,40 +150,44 @@ mod tests {
         )])
     }
 
+    /// No producer has been missing.
+    fn present(_: &str) -> i64 {
+        0
+    }
+
     #[test]
     fn deadline_passed_unless_a_timer_will_handle_it() {
         let t = topo("n1");
         let live: BTreeSet<NodeId> = [NodeId::new("n1").expect("id")].into();
         let v = view(vec![wait("done", 0, Some(100))], false);
-        assert!(stalled_waits(&v, &t, &live, 100, 10_000).is_empty());
-        let s = stalled_waits(&v, &t, &live, 101, 10_000);
+        assert!(stalled_waits(&v, &t, &live, 100, 10_000, true, &present).is_empty());
+        let s = stalled_waits(&v, &t, &live, 101, 10_000, true, &present);
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].kind, StallKind::DeadlinePassed);
         assert_eq!(s[0].producers[0].live, ["n1"]);
-        assert!(stalled_waits(&view(v.waits.clone(), true), &t, &live, 101, 10_000).is_empty());
+        // Not while the answer may still be in the backlog.
+        assert!(stalled_waits(&v, &t, &live, 101, 10_000, false, &present).is_empty());
+        let with_timer = view(v.waits.clone(), true);
+        assert!(stalled_waits(&with_timer, &t, &live, 101, 10_000, true, &present).is_empty());
         let mut reported = v.clone();
         reported.waits[0].stalled = Some(StallKind::DeadlinePassed);
-        assert!(stalled_waits(&reported, &t, &live, 101, 10_000).is_empty());
+        assert!(stalled_waits(&reported, &t, &live, 101, 10_000, true, &present).is_empty());
     }
 
     #[test]
-    fn no_live_producer_after_the_grace_and_never_for_external_types() {
+    fn no_live_producer_once_missing_for_the_grace_and_never_for_external_types() {
         let t = topo("n1");
         let none: BTreeSet<NodeId> = BTreeSet::new();
+        let missing = |ms: i64| move |_: &str| ms;
         let v = view(vec![wait("done", 0, None)], true);
-        assert!(stalled_waits(&v, &t, &none, 999, 1000).is_empty());
-        let s = stalled_waits(&v, &t, &none, 1000, 1000);
+        assert!(stalled_waits(&v, &t, &none, 5000, 1000, true, &missing(999)).is_empty());
+        let s = stalled_waits(&v, &t, &none, 5000, 1000, true, &missing(1000));
         assert_eq!(s[0].kind, StallKind::NoLiveProducer);
         assert_eq!(s[0].producers[0].nodes, ["n1"]);
-        // A type nobody declares at all: no producer, stalled too.
-        let v2 = view(vec![wait("unknown", 0, None)], false);
-        assert_eq!(
-            stalled_waits(&v2, &t, &none, 1000, 1000)[0].kind,
-            StallKind::NoLiveProducer
-        );
+        // A wait declared long ago whose producer just left: not yet.
+        assert!(stalled_waits(&v, &t, &none, 999_999, 1000, true, &missing(10)).is_empty());
         let human = view(vec![wait("human", 0, None)], false);
-        assert!(stalled_waits(&human, &t, &none, 5000, 1000).is_empty());
-        let live: BTreeSet<NodeId> = [NodeId::new("n1").expect("id")].into();
-        assert!(stalled_waits(&v, &t, &live, 5000, 1000).is_empty());
+        assert!(stalled_waits(&human, &t, &none, 5000, 1000, true, &missing(9999)).is_empty());
+        assert!(stalled_waits(&v, &t, &none, 5000, 1000, true, &present).is_empty());
     }
 }

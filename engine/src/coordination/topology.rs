@@ -87,6 +87,10 @@ pub struct HostedActor {
 pub struct Topology {
     actors: BTreeMap<String, HostedActor>,
     external: BTreeSet<String>,
+    /// Each saga's reach, computed once (the detector asks on every check).
+    reach: BTreeMap<String, BTreeSet<String>>,
+    /// Reactor inputs no actor emits, computed once.
+    unproduced: BTreeSet<String>,
 }
 
 impl Topology {
@@ -115,6 +119,25 @@ impl Topology {
                 e.nodes.insert(n.node.clone());
             }
         }
+        let sagas: Vec<String> = t
+            .actors
+            .values()
+            .filter(|a| a.decl.kind == ActorKind::Saga)
+            .map(|a| a.decl.name.clone())
+            .collect();
+        for s in sagas {
+            let r = t.closure(t.actors[&s].decl.emits.iter().cloned());
+            t.reach.insert(s, r);
+        }
+        let emitted: BTreeSet<&String> = t.actors.values().flat_map(|a| &a.decl.emits).collect();
+        t.unproduced = t
+            .actors
+            .values()
+            .filter(|a| a.decl.kind == ActorKind::Reactor)
+            .flat_map(|a| a.decl.consumes.iter())
+            .filter(|c| !emitted.contains(c))
+            .cloned()
+            .collect();
         t
     }
 
@@ -131,6 +154,12 @@ impl Topology {
     /// The types that may come from outside the system.
     pub fn external(&self) -> &BTreeSet<String> {
         &self.external
+    }
+
+    /// Types some reactor consumes that no actor emits: something outside the registry
+    /// produces them (an ingress, a person, a service not written with choreo).
+    pub fn unproduced_reactor_inputs(&self) -> &BTreeSet<String> {
+        &self.unproduced
     }
 
     /// Whether `ty` may come from outside the system.
@@ -158,10 +187,12 @@ impl Topology {
     /// What a saga's emits lead to: its emits and everything reactors turn them into,
     /// transitively. Empty for an unknown saga.
     pub fn reach(&self, saga: &str) -> BTreeSet<String> {
-        let Some(a) = self.actors.get(saga) else {
-            return BTreeSet::new();
-        };
-        self.closure(a.decl.emits.iter().cloned())
+        self.reach_of(saga).cloned().unwrap_or_default()
+    }
+
+    /// [`Topology::reach`] without a copy (`None`: no such saga).
+    pub fn reach_of(&self, saga: &str) -> Option<&BTreeSet<String>> {
+        self.reach.get(saga)
     }
 
     /// `types` and everything reactors turn them into, transitively.

@@ -12,5 +12,5 @@ pub use effect::{EffectState, PendingEffect, PendingUndo};
 pub use head::PartitionHead;
 pub use record::{Compensation, FaultedBy, InstanceRecord, PendingEvent, SagaStatus};
 pub use transition::TimerEntry;
-pub use wait::{StallKind, Wait};
 pub(crate) use transition::{TimerChange, Transition};
+pub use wait::{StallKind, Wait};

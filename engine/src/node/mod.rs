@@ -381,12 +381,23 @@ impl Node {
         let mut actors: Vec<ActorDecl> = self
             .hosts
             .iter()
-            .map(|h| ActorDecl {
-                name: h.name().to_string(),
-                kind: ActorKind::Reactor,
-                consumes: names(h.consumes()),
-                starts: BTreeSet::new(),
-                emits: names(h.emits()),
+            .map(|h| {
+                // The runtime answers a command it cannot run with a notice, for any reactor.
+                let mut emits: BTreeSet<String> = names(h.emits());
+                emits.extend(
+                    [
+                        crate::delivery::COMMAND_EXPIRED,
+                        crate::delivery::COMMAND_DEAD_LETTERED,
+                    ]
+                    .map(str::to_owned),
+                );
+                ActorDecl {
+                    name: h.name().to_string(),
+                    kind: ActorKind::Reactor,
+                    consumes: names(h.consumes()),
+                    starts: BTreeSet::new(),
+                    emits,
+                }
             })
             .collect();
         for s in &self.sagas {
@@ -454,17 +465,26 @@ impl Node {
             metrics.clone(),
             stop_rx.clone(),
         )));
+        // Every node publishes what it hosts (nodes that check nothing are producers too);
+        // only a node with coordination on watches the registry and checks waits.
+        let own = self.topology(&running.node_id);
+        if let Err(e) = crate::coordination::registry::publish(bus, &own).await {
+            warn!(error = %e, "cannot publish this node's topology (retried every few seconds)");
+        }
+        running
+            .background
+            .push(tokio::spawn(crate::coordination::registry::refresh(
+                bus.clone(),
+                own,
+                stop_rx.clone(),
+            )));
         let topology = if self.coordination {
-            let own = self.topology(&running.node_id);
-            if let Err(e) = crate::coordination::registry::publish(bus, &own).await {
-                warn!(error = %e, "cannot publish this node's topology (retried every few seconds)");
-            }
             let view = crate::coordination::registry::SharedView::default();
             running
                 .background
-                .push(tokio::spawn(crate::coordination::registry::run(
+                .push(tokio::spawn(crate::coordination::registry::watch(
                     bus.clone(),
-                    own,
+                    running.node_id.clone(),
                     Arc::clone(&view),
                     stop_rx.clone(),
                 )));

@@ -8,9 +8,9 @@ use choreo_schemas::{CorrelationId, Event, EventType};
 use serde::{Deserialize, Serialize};
 
 use super::decide::{input_time, transition, Decision, SagaInput, SagaMeta, Skip};
-use crate::coordination::{Coordination, DEADLOCK_DETECTED, STALL_DETECTED};
 use super::outputs::Outputs;
 use super::settle;
+use crate::coordination::{Coordination, DEADLOCK_DETECTED, STALL_DETECTED};
 use crate::model::{FaultedBy, InstanceRecord, SagaStatus};
 
 /// Event type: run a faulted instance's compensation stack.
@@ -136,9 +136,11 @@ pub(crate) fn coordinate(
             record.waits.clear();
         }
         Coordination::Stall(s) => {
-            let Some(w) = record.waits.iter_mut().find(|w| {
-                w.stalled.is_none() && w.since_seq == s.since_seq && w.types == s.awaits
-            }) else {
+            let Some(w) = record
+                .waits
+                .iter_mut()
+                .find(|w| w.stalled.is_none() && w.since_seq == s.since_seq && w.types == s.awaits)
+            else {
                 return Decision::Skip(Skip::Stale);
             };
             w.stalled = Some(s.kind);

@@ -12,6 +12,7 @@ use super::super::batch::Batch;
 use super::super::timers::now_ms;
 use super::super::Exit;
 use super::{Processor, Step};
+use crate::bus::Published;
 use crate::changelog::ChangelogError;
 use crate::model::PartitionHead;
 
@@ -113,23 +114,24 @@ impl Processor {
             "committed"
         );
         fail::fail_point!("saga-after-ack-before-outbox");
-        self.publish(&batch.outbox).await?;
+        let acks = self.publish(&batch.outbox).await?;
         self.published = n;
         self.env.routes.changed.notify_one();
-        self.after_commit(&batch.records).await;
+        self.after_commit(&batch.records, &batch.outbox, &acks)
+            .await;
         Ok(())
     }
 
     /// Publish decided events, retrying until JetStream has them (nothing else is committed
     /// before: the head's `published` rule depends on it).
-    pub(super) async fn publish(&self, events: &[Event]) -> Step {
+    pub(super) async fn publish(&self, events: &[Event]) -> Result<Vec<Published>, Exit> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut pause = Duration::from_millis(50);
         loop {
             match self.env.bus.publish_all(events).await {
-                Ok(_) => return Ok(()),
+                Ok(acks) => return Ok(acks),
                 Err(e) => {
                     warn!(partition = self.partition, error = %e, "publishing decided events failed; retrying");
                     tokio::time::sleep(pause).await;

@@ -3,26 +3,44 @@
 //! in doubt), and the stall watchdog. What they find goes on the log as events that this
 //! processor then applies like any input (see `saga::operator::coordinate`).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use choreo_schemas::{CorrelationId, Event, EventId};
+use choreo_schemas::{Event, EventId};
 use tracing::{debug, error, warn};
 
-use super::super::timers::now_ms;
 use super::Processor;
 use crate::coordination::deadlock::{find_deadlocks, InstanceView};
-use crate::coordination::stall::stalled_waits;
-use crate::coordination::{ActorKind, DeadlockDetected, StallDetected, Topology, VICTIM_RULE};
-use crate::error::BusError;
+use crate::coordination::{DeadlockDetected, Topology, VICTIM_RULE};
 use crate::model::InstanceRecord;
 
-/// How many of a correlation's messages the in-flight check reads before it gives up (and
-/// counts the correlation as in doubt).
-const IN_FLIGHT_SCAN: usize = 1000;
 /// Every this many ticks (of 250 ms), the stall watchdog runs.
 const STALL_EVERY: u32 = 4;
+/// A suspect is checked against the log (what is in flight) once it has been one this long
+/// without a commit of its correlation: a wait for an answer that comes sooner costs no I/O.
+/// Each check that cannot decide doubles the wait, up to [`SUSPECT_MAX`].
+const SUSPECT_AGE: Duration = Duration::from_millis(200);
+const SUSPECT_MAX: Duration = Duration::from_secs(5);
+
+/// When a suspect is checked next.
+#[derive(Clone, Copy, Debug)]
+struct Suspect {
+    next: Instant,
+    backoff: Duration,
+}
+
+/// What publishing a report did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Reported {
+    /// Published now.
+    New,
+    /// This owner published it before (it is not applied yet).
+    Again,
+    /// Publishing failed.
+    Failed,
+}
 
 type Key = (String, String);
 
@@ -31,10 +49,23 @@ type Key = (String, String);
 pub(super) struct Waits {
     views: HashMap<Key, (String, InstanceView)>,
     by_corr: HashMap<String, BTreeSet<Key>>,
-    /// Correlations to check again: an input was in flight, or the owner just took over.
-    suspects: BTreeSet<String>,
-    /// Coordination events this owner published (not re-published before they are applied).
+    /// Correlations to check again (an input was or may be in flight, or the owner just took
+    /// over), with when to.
+    suspects: BTreeMap<String, Suspect>,
+    /// How far each reactor's consumer has got, read at most once per tick.
+    pub(super) floors: Option<(Instant, super::in_flight::Floors)>,
+    /// Coordination events this owner published and has not applied yet (not published
+    /// again meanwhile).
     reported: HashSet<EventId>,
+    /// Correlations with a deadlock report not applied yet: not checked again until it is.
+    pub(super) unapplied: HashSet<String>,
+    /// Waits (saga, instance, since) with a stall report not applied yet.
+    pub(super) stalls_unapplied: HashSet<(String, String, u64)>,
+    /// What each correlation's last commit published (stream sequence, type): in flight until
+    /// the reactors consuming them are past it.
+    pub(super) emitted: HashMap<String, Vec<(u64, String)>>,
+    /// The index could not be built (an unreadable partition): nothing is decided.
+    disabled: bool,
     /// The topology version the suspects were last checked against.
     seen_version: u64,
     ticks: u32,
@@ -44,7 +75,8 @@ impl Waits {
     /// Index one record as committed; whether its correlation has a waiting instance now.
     fn update(&mut self, r: &InstanceRecord) {
         let key = (r.saga.clone(), r.instance.clone());
-        if r.status.is_terminal() {
+        // A faulted instance stays: an operator may run it again.
+        if r.status.is_terminal() && r.status != crate::model::SagaStatus::Faulted {
             if self.views.remove(&key).is_some() {
                 if let Some(set) = self.by_corr.get_mut(&r.correlation) {
                     set.remove(&key);
@@ -75,6 +107,11 @@ impl Waits {
         })
     }
 
+    /// Every indexed instance with its correlation.
+    pub(super) fn views(&self) -> impl Iterator<Item = (&Key, &(String, InstanceView))> {
+        self.views.iter()
+    }
+
     fn views_of(&self, corr: &str) -> Vec<InstanceView> {
         self.by_corr
             .get(corr)
@@ -91,14 +128,15 @@ impl Processor {
         if self.env.topology.is_none() {
             return;
         }
+        self.waits = Waits::default();
         let records = match self.env.store.list_partition(self.partition) {
             Ok(r) => r,
             Err(e) => {
-                warn!(partition = self.partition, error = %e, "cannot index the partition's waits");
+                warn!(partition = self.partition, error = %e, "cannot index the partition's waits: no deadlock or stall is checked under this ownership");
+                self.waits.disabled = true;
                 return;
             }
         };
-        self.waits = Waits::default();
         for r in &records {
             self.waits.update(r);
         }
@@ -109,7 +147,16 @@ impl Processor {
             .filter(|c| self.waits.has_waiting(c))
             .cloned()
             .collect();
-        self.waits.suspects.extend(waiting);
+        let now = Instant::now();
+        for c in waiting {
+            self.waits.suspects.insert(
+                c,
+                Suspect {
+                    next: now,
+                    backoff: SUSPECT_AGE,
+                },
+            );
+        }
     }
 
     fn topology(&self) -> Option<(Arc<Topology>, u64, bool)> {
@@ -119,9 +166,16 @@ impl Processor {
     }
 
     /// After a commit (its events are on the log): index its records and check the
-    /// correlations it touched that have a waiting instance.
-    pub(super) async fn after_commit(&mut self, records: &[InstanceRecord]) {
-        if self.env.topology.is_none() {
+    /// correlations it touched that have a waiting instance. `outbox` is what the commit
+    /// published (`acks`: where): those events, or what their consumers make of them, are
+    /// still in flight.
+    pub(super) async fn after_commit(
+        &mut self,
+        records: &[InstanceRecord],
+        outbox: &[Event],
+        acks: &[crate::bus::Published],
+    ) {
+        if self.env.topology.is_none() || self.waits.disabled {
             return;
         }
         let mut touched = BTreeSet::new();
@@ -130,11 +184,39 @@ impl Processor {
             touched.insert(r.correlation.clone());
         }
         for corr in touched {
-            if self.waits.has_waiting(&corr) {
-                self.check(&corr).await;
-            } else {
+            if !self.waits.has_waiting(&corr) {
                 self.waits.suspects.remove(&corr);
+                self.waits.emitted.remove(&corr);
+                continue;
             }
+            let sent: Vec<(u64, String)> = outbox
+                .iter()
+                .zip(acks)
+                .filter(|(e, _)| e.correlation.as_str() == corr)
+                .map(|(e, a)| (a.stream_sequence, e.ty.to_string()))
+                .collect();
+            let fresh: BTreeSet<String> = sent.iter().map(|(_, t)| t.clone()).collect();
+            if !sent.is_empty() {
+                self.waits.emitted.insert(corr.clone(), sent);
+            }
+            self.check(&corr, Some(&fresh)).await;
+        }
+    }
+
+    /// The processor applied a coordination event (whatever it did): this owner may report on
+    /// its correlation again.
+    pub(super) fn report_applied(&mut self, event: &Event) {
+        self.waits.reported.remove(&event.id);
+        match crate::coordination::Coordination::of(event) {
+            Some(crate::coordination::Coordination::Deadlock(_)) => {
+                self.waits.unapplied.remove(event.correlation.as_str());
+            }
+            Some(crate::coordination::Coordination::Stall(s)) => {
+                self.waits
+                    .stalls_unapplied
+                    .remove(&(s.saga, s.instance, s.since_seq));
+            }
+            None => {}
         }
     }
 
@@ -144,6 +226,9 @@ impl Processor {
         let Some((topo, version, loaded)) = self.topology() else {
             return;
         };
+        if self.waits.disabled || !loaded {
+            return;
+        }
         if version != self.waits.seen_version {
             // Producers came or went: every waiting correlation may read differently now.
             self.waits.seen_version = version;
@@ -154,14 +239,28 @@ impl Processor {
                 .filter(|c| self.waits.has_waiting(c))
                 .cloned()
                 .collect();
-            self.waits.suspects.extend(waiting);
+            let now = Instant::now();
+            for c in waiting {
+                let s = self.waits.suspects.entry(c).or_insert(Suspect {
+                    next: now,
+                    backoff: SUSPECT_AGE,
+                });
+                s.next = now;
+            }
         }
-        let suspects: Vec<String> = self.waits.suspects.iter().cloned().collect();
+        let now = Instant::now();
+        let suspects: Vec<String> = self
+            .waits
+            .suspects
+            .iter()
+            .filter(|(_, s)| s.next <= now)
+            .map(|(c, _)| c.clone())
+            .collect();
         for corr in suspects {
-            self.check(&corr).await;
+            self.check(&corr, None).await;
         }
         self.waits.ticks = self.waits.ticks.wrapping_add(1);
-        if loaded && self.waits.ticks % STALL_EVERY == 0 {
+        if self.waits.ticks % STALL_EVERY == 0 {
             self.report_stalls(&topo).await;
         }
     }
@@ -171,12 +270,40 @@ impl Processor {
         self.env.topology.is_some()
     }
 
+    /// Keep `corr` suspect: after a commit (`fresh`), check it against the log in
+    /// [`SUSPECT_AGE`]; after a check that could not decide, in twice the last wait.
+    fn suspect(&mut self, corr: &str, fresh: bool) {
+        let now = Instant::now();
+        let s = self
+            .waits
+            .suspects
+            .entry(corr.to_owned())
+            .or_insert(Suspect {
+                next: now,
+                backoff: SUSPECT_AGE,
+            });
+        if fresh {
+            s.backoff = SUSPECT_AGE;
+        } else {
+            s.backoff = (s.backoff * 2).min(SUSPECT_MAX);
+        }
+        s.next = now + s.backoff;
+    }
+
     /// Check one correlation: a deadlock with nothing in flight is reported (its victim is
-    /// failed when the report is applied); one with an input in flight stays suspect.
-    async fn check(&mut self, corr: &str) {
-        let Some((topo, _, _)) = self.topology() else {
+    /// failed when the report is applied); one with an input in flight stays suspect. After a
+    /// commit, `fresh` holds the types it published: if they could break the cycle, the
+    /// correlation is only suspect for now (the usual case: an instance awaiting the answer to
+    /// the command it just sent), and the log is read only if it is still one later.
+    async fn check(&mut self, corr: &str, fresh: Option<&BTreeSet<String>>) {
+        let Some((topo, _, loaded)) = self.topology() else {
             return;
         };
+        if !loaded || self.waits.unapplied.contains(corr) {
+            // Not current yet, or a report of this correlation is still to be applied.
+            self.suspect(corr, true);
+            return;
+        }
         self.env.coordination.checks.fetch_add(1, Ordering::Relaxed);
         let mut views = self.waits.views_of(corr);
         // Ended instances say their saga already has an instance here.
@@ -196,6 +323,36 @@ impl Processor {
             self.waits.suspects.remove(corr);
             return;
         }
+        if let Some(fresh) = fresh.filter(|f| !f.is_empty()) {
+            if find_deadlocks(&views, &topo, fresh).is_empty() {
+                self.suspect(corr, true);
+                return;
+            }
+        }
+        // What the correlation's last commit sent and a reactor has not consumed yet: known
+        // without reading the log (only the reactors' positions). What the reactors made of
+        // what they did consume may still wait in this processor's backlog.
+        match self.sent_in_flight(corr, &topo).await {
+            Ok((pending, consumed)) => {
+                let mut maybe = pending;
+                if self.backlog > 0 {
+                    maybe.extend(topo.closure(consumed));
+                }
+                if !maybe.is_empty() && find_deadlocks(&views, &topo, &maybe).is_empty() {
+                    self.suspect(corr, fresh.is_some());
+                    return;
+                }
+            }
+            Err(e) => {
+                debug!(correlation = corr, error = %e, "cannot read the reactors' positions; checking later");
+                self.suspect(corr, fresh.is_some());
+                return;
+            }
+        }
+        self.env
+            .coordination
+            .log_reads
+            .fetch_add(1, Ordering::Relaxed);
         let in_flight = match self.in_flight(corr, &topo).await {
             Ok(Some(types)) => types,
             Ok(None) => {
@@ -203,12 +360,12 @@ impl Processor {
                     correlation = corr,
                     "too much of the correlation in flight; checking later"
                 );
-                self.waits.suspects.insert(corr.to_owned());
+                self.suspect(corr, fresh.is_some());
                 return;
             }
             Err(e) => {
                 debug!(correlation = corr, error = %e, "cannot tell what is in flight; checking later");
-                self.waits.suspects.insert(corr.to_owned());
+                self.suspect(corr, fresh.is_some());
                 return;
             }
         };
@@ -220,7 +377,7 @@ impl Processor {
                 ?in_flight,
                 "a cycle, but an input that may break it is in flight"
             );
-            self.waits.suspects.insert(corr.to_owned());
+            self.suspect(corr, fresh.is_some());
             return;
         }
         self.waits.suspects.remove(corr);
@@ -241,10 +398,14 @@ impl Processor {
                 rule: VICTIM_RULE.to_owned(),
                 detected_by: self.env.node.to_string(),
             };
-            let Some(event) = detected.event(&record) else {
+            let Some(event) = detected.event(&record, self.env.settings.max_depth) else {
                 continue;
             };
-            if self.report(event).await {
+            let reported = self.report(event).await;
+            if reported != Reported::Failed {
+                self.waits.unapplied.insert(corr.to_owned());
+            }
+            if reported == Reported::New {
                 self.env
                     .coordination
                     .deadlocks
@@ -256,136 +417,26 @@ impl Processor {
                     cycle = %detected.cycle.describe(),
                     "deadlock detected; failing the victim (youngest wait)"
                 );
-            } else {
-                self.waits.suspects.insert(corr.to_owned());
+            } else if reported == Reported::Failed {
+                self.suspect(corr, false);
             }
         }
     }
 
     /// Publish a coordination event once per owner (its derived id makes a re-detection after
-    /// a failover a duplicate JetStream drops). Whether it is (or was already) on the log.
-    async fn report(&mut self, event: Event) -> bool {
+    /// a failover a duplicate JetStream drops).
+    pub(super) async fn report(&mut self, event: Event) -> Reported {
         if self.waits.reported.contains(&event.id) {
-            return true;
+            return Reported::Again;
         }
         match self.env.bus.publish_all(std::slice::from_ref(&event)).await {
             Ok(_) => {
                 self.waits.reported.insert(event.id);
-                true
+                Reported::New
             }
             Err(e) => {
                 warn!(partition = self.partition, error = %e, "cannot publish a coordination event; retrying later");
-                false
-            }
-        }
-    }
-
-    /// The types of the correlation's events still to be consumed: by this processor (after
-    /// its applied sequence, of a saga input type) or by a reactor of the topology (after its
-    /// consumer's ack floor, of a type it consumes). `None`: too many to tell.
-    async fn in_flight(
-        &self,
-        corr: &str,
-        topo: &Topology,
-    ) -> Result<Option<BTreeSet<String>>, BusError> {
-        let stream = self.env.bus.config().events_stream();
-        let mut floors: Vec<(&BTreeSet<String>, u64)> = Vec::new();
-        for a in topo.actors().filter(|a| a.decl.kind == ActorKind::Reactor) {
-            let floor = self.env.bus.ack_floor(&stream, &a.decl.name).await?;
-            floors.push((&a.decl.consumes, floor));
-        }
-        let from = floors
-            .iter()
-            .map(|(_, f)| *f)
-            .fold(self.applied_seq, u64::min);
-        let correlation = CorrelationId::new(corr).map_err(|e| BusError::js("correlation", e))?;
-        let filter = self
-            .env
-            .bus
-            .subjects()
-            .correlation_filter(self.partition, &correlation);
-        let Some(msgs) = self
-            .env
-            .bus
-            .scan_after(&stream, from, &filter, IN_FLIGHT_SCAN)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let mut out = BTreeSet::new();
-        for (seq, subject) in msgs {
-            let Some((_, _, ty)) = self.env.bus.subjects().parse_event(&subject) else {
-                continue;
-            };
-            let for_sagas = seq > self.applied_seq
-                && self
-                    .env
-                    .sagas
-                    .iter()
-                    .any(|s| s.inputs().iter().any(|i| i.as_str() == ty));
-            let for_reactors = floors.iter().any(|(c, f)| seq > *f && c.contains(ty));
-            if for_sagas || for_reactors {
-                out.insert(ty.to_owned());
-            }
-        }
-        Ok(Some(out))
-    }
-
-    /// Report every wait that stalled since the last run (once: applying the report marks it).
-    async fn report_stalls(&mut self, topo: &Topology) {
-        let (live, grace) = match &self.env.topology {
-            Some(view) => (
-                view.read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .live()
-                    .clone(),
-                i64::try_from(self.env.settings.stall_grace.as_millis()).unwrap_or(i64::MAX),
-            ),
-            None => return,
-        };
-        let now = now_ms();
-        let mut found = Vec::new();
-        for ((saga, instance), (_, v)) in &self.waits.views {
-            for s in stalled_waits(v, topo, &live, now, grace) {
-                let Some(w) = v.waits.get(s.wait) else {
-                    continue;
-                };
-                found.push(StallDetected {
-                    saga: saga.clone(),
-                    instance: instance.clone(),
-                    awaits: w.types.clone(),
-                    since_seq: w.since_seq,
-                    deadline_ms: w.deadline_ms,
-                    kind: s.kind,
-                    producers: s.producers,
-                    detected_by: self.env.node.to_string(),
-                });
-            }
-        }
-        for stall in found {
-            let Ok(Some(record)) =
-                self.env
-                    .store
-                    .get_in(self.partition, &stall.saga, &stall.instance)
-            else {
-                continue;
-            };
-            let Some(event) = stall.event(&record) else {
-                continue;
-            };
-            if self.waits.reported.contains(&event.id) {
-                continue;
-            }
-            if self.report(event).await {
-                self.env.coordination.stalls.fetch_add(1, Ordering::Relaxed);
-                warn!(
-                    partition = self.partition,
-                    correlation = %record.correlation,
-                    instance = %format!("{}/{}", stall.saga, stall.instance),
-                    awaits = %stall.awaits.join(" | "),
-                    kind = %stall.kind,
-                    "a wait stalled"
-                );
+                Reported::Failed
             }
         }
     }

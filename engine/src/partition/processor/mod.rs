@@ -14,7 +14,10 @@ use tracing::{debug, error, info_span, warn, Instrument};
 
 mod commit;
 mod coordination;
+mod in_flight;
 mod retry;
+mod stall_watch;
+mod timer_inputs;
 
 use super::batch::{Batch, Stamp};
 use super::timers::{now_ms, TimerJob};
@@ -192,6 +195,12 @@ impl Processor {
                         }
                         None => return Exit::Stopped,
                     },
+                    // Before the inputs: under a steady input flow the biased select would
+                    // never reach it (suspects and stalls would wait for a lull).
+                    _ = watchdog.tick(), if coordination => {
+                        self.coordination_tick().await;
+                        Ok(())
+                    }
                     chunk = chunks.next() => match chunk {
                         Some(items) => {
                             mark_at = tokio::time::Instant::now() + idle_mark;
@@ -217,10 +226,6 @@ impl Processor {
                     () = tokio::time::sleep_until(mark_at), if unmarked => self.mark().await,
                     _ = sweep.tick(), if !retention.is_zero() => {
                         self.purge_ended(retention);
-                        Ok(())
-                    }
-                    _ = watchdog.tick(), if coordination => {
-                        self.coordination_tick().await;
                         Ok(())
                     }
                 };
@@ -340,6 +345,12 @@ impl Processor {
                 return Ok(());
             }
         };
+        if matches!(
+            event.ty.as_str(),
+            crate::coordination::DEADLOCK_DETECTED | crate::coordination::STALL_DETECTED
+        ) {
+            self.report_applied(&event);
+        }
         for saga in targets {
             if !saga.inputs().contains(&event.ty) {
                 continue;
@@ -506,23 +517,6 @@ impl Processor {
         }
     }
 
-    /// Apply the deferred timers that no waiting input could precede: all of them once nothing
-    /// stored is waiting, else those due before the stored time of the last input delivered
-    /// (every input stored earlier has been applied, in log order).
-    async fn fire_due(&mut self) -> Step {
-        if self.deferred.is_empty() {
-            return Ok(());
-        }
-        let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
-            .into_iter()
-            .partition(|j| self.backlog == 0 || j.entry.due_ms <= self.log_ms);
-        self.deferred = wait;
-        if ready.is_empty() {
-            return Ok(());
-        }
-        self.apply_timers(ready).await
-    }
-
     /// Dead-letter the input that faulted an instance (timers have none), then add the faulted
     /// record to the batch.
     async fn fault(
@@ -541,44 +535,6 @@ impl Processor {
         batch.add(transition, &self.stamp());
         batch.inputs += 1;
         Ok(())
-    }
-
-    async fn apply_timers(&mut self, jobs: Vec<TimerJob>) -> Step {
-        let mut batch = Batch::default();
-        for job in jobs {
-            let e = &job.entry;
-            let Ok(instance) = SagaId::new(e.instance.as_str()) else {
-                warn!(instance = %e.instance, "timer of an invalid instance id ignored");
-                continue;
-            };
-            let Some(saga) = self
-                .env
-                .sagas
-                .iter()
-                .find(|s| s.name().as_str() == e.saga)
-                .cloned()
-            else {
-                continue;
-            };
-            let input = SagaInput::Timer {
-                name: &e.name,
-                due_ms: e.due_ms,
-            };
-            let span = info_span!(
-                "saga.timer",
-                saga = %e.saga,
-                timer = %e.name,
-                correlation = %e.correlation,
-                instance = %instance,
-                partition = self.partition,
-                attempt = tracing::field::Empty,
-            );
-            fail::fail_point!("saga-timer-fire");
-            self.apply_input(&mut batch, &saga, &instance, input, None)
-                .instrument(span)
-                .await?;
-        }
-        self.commit(batch).await
     }
 
     async fn dead_letter(
