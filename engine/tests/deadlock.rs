@@ -341,3 +341,96 @@ async fn a_wait_nobody_can_answer_is_reported_once_and_clears() -> Result<()> {
     node.shutdown().await?;
     Ok(())
 }
+
+/// Starts on `ask.v1` and awaits `pong.v1` for 300 ms, with no timer to handle it.
+struct Asker;
+
+impl Saga for Asker {
+    type State = ();
+    fn name(&self) -> &str {
+        "asker"
+    }
+    fn starts_on(&self) -> Vec<EventType> {
+        vec![ty("ask.v1")]
+    }
+    fn continues_on(&self) -> Vec<EventType> {
+        vec![ty("pong.v1")]
+    }
+    fn emits(&self) -> Vec<EventType> {
+        Vec::new()
+    }
+    fn handle(&self, _: &mut (), e: &Event, ctx: &mut SagaContext) -> Result<(), SagaError> {
+        if e.ty.as_str() == "ask.v1" {
+            ctx.awaits_within(ty("pong.v1"), Duration::from_millis(300));
+        } else {
+            ctx.complete();
+        }
+        Ok(())
+    }
+    fn on_timeout(&self, _: &mut (), _: &str, _: &mut SagaContext) -> Result<(), SagaError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_wait_past_its_deadline_is_reported_once_while_its_producer_lives() -> Result<()> {
+    let h = Harness::start().await?;
+    let dir = tempfile::tempdir()?;
+    // `pinger` can produce the pong (from pings that come from outside), but none comes.
+    let node = Node::builder()
+        .bus(h.config()?)
+        .data_dir(dir.path())
+        .saga(Asker)
+        .reactor(Relay {
+            name: "pinger",
+            from: "ping.v1",
+            to: "pong.v1",
+        })
+        .build()?
+        .start()
+        .await?;
+    let store = node.store().context("store")?.clone();
+    let ask = Event::root_raw(
+        "urn:test",
+        CorrelationId::new("ask-1")?,
+        ty("ask.v1"),
+        Vec::new(),
+    );
+    h.bus.publish(&ask).await?;
+    wait_until("the wait is marked stalled", || {
+        let store = store.clone();
+        async move {
+            Ok(store.get("asker", "ask-1")?.is_some_and(|r| {
+                r.waits.len() == 1 && r.waits[0].stalled == Some(StallKind::DeadlinePassed)
+            }))
+        }
+    })
+    .await?;
+    let stalls: Vec<StallDetected> = reports(&h, "ask-1", STALL_DETECTED).await?;
+    assert_eq!(stalls.len(), 1, "{stalls:?}");
+    assert!(stalls[0].deadline_ms.is_some());
+    assert_eq!(stalls[0].producers.len(), 1);
+    assert_eq!(stalls[0].producers[0].actor, "pinger");
+    assert_eq!(stalls[0].producers[0].live, [node.node_id().to_string()]);
+    // Not a deadlock: a ping may still come from outside.
+    assert!(reports::<DeadlockDetected>(&h, "ask-1", DEADLOCK_DETECTED)
+        .await?
+        .is_empty());
+    // The pong comes after all: the wait ends, the instance completes.
+    let ping = Event::root_raw(
+        "urn:test",
+        CorrelationId::new("ask-1")?,
+        ty("ping.v1"),
+        Vec::new(),
+    );
+    h.bus.publish(&ping).await?;
+    wait_status(&store, "asker", "ask-1", SagaStatus::Completed).await?;
+    assert_eq!(
+        reports::<StallDetected>(&h, "ask-1", STALL_DETECTED)
+            .await?
+            .len(),
+        1
+    );
+    node.shutdown().await?;
+    Ok(())
+}
