@@ -19,11 +19,30 @@ fn ty(s: &str) -> EventType {
     EventType::new(s).expect("a valid type")
 }
 
-/// Starts on `start.v1`, awaits `awaits`, and on it emits `emits` and completes.
+/// Starts on `starts`, sends `sends` (if any) and awaits `awaits` (within `within`, if set);
+/// on it, emits `emits` (if any) and completes.
+#[derive(Clone, Copy)]
 struct Waiter {
     name: &'static str,
+    starts: &'static str,
+    sends: Option<&'static str>,
     awaits: &'static str,
-    emits: &'static str,
+    within: Option<Duration>,
+    emits: Option<&'static str>,
+}
+
+impl Waiter {
+    /// Starts on `start.v1`, awaits `awaits`, then emits `emits`.
+    const fn cycle(name: &'static str, awaits: &'static str, emits: &'static str) -> Self {
+        Self {
+            name,
+            starts: "start.v1",
+            sends: None,
+            awaits,
+            within: None,
+            emits: Some(emits),
+        }
+    }
 }
 
 impl Saga for Waiter {
@@ -32,19 +51,31 @@ impl Saga for Waiter {
         self.name
     }
     fn starts_on(&self) -> Vec<EventType> {
-        vec![ty("start.v1")]
+        vec![ty(self.starts)]
     }
     fn continues_on(&self) -> Vec<EventType> {
         vec![ty(self.awaits)]
     }
     fn emits(&self) -> Vec<EventType> {
-        vec![ty(self.emits)]
+        self.sends
+            .iter()
+            .chain(&self.emits)
+            .map(|t| ty(t))
+            .collect()
     }
     fn handle(&self, _: &mut (), e: &Event, ctx: &mut SagaContext) -> Result<(), SagaError> {
-        if e.ty.as_str() == "start.v1" {
-            ctx.awaits(ty(self.awaits));
+        if e.ty.as_str() == self.starts {
+            if let Some(t) = self.sends {
+                ctx.emit_raw(ty(t), Vec::new())?;
+            }
+            match self.within {
+                Some(d) => ctx.awaits_within(ty(self.awaits), d),
+                None => ctx.awaits(ty(self.awaits)),
+            }
         } else {
-            ctx.emit_raw(ty(self.emits), Vec::new())?;
+            if let Some(t) = self.emits {
+                ctx.emit_raw(ty(t), Vec::new())?;
+            }
             ctx.complete();
         }
         Ok(())
@@ -53,6 +84,26 @@ impl Saga for Waiter {
         Ok(())
     }
 }
+
+/// Starts on `job.v1`, sends `work.v1` and awaits `work.done.v1`, then completes.
+const JOB: Waiter = Waiter {
+    name: "job",
+    starts: "job.v1",
+    sends: Some("work.v1"),
+    awaits: "work.done.v1",
+    within: None,
+    emits: None,
+};
+
+/// Starts on `ask.v1` and awaits `pong.v1` for 300 ms, with no timer to handle it.
+const ASKER: Waiter = Waiter {
+    name: "asker",
+    starts: "ask.v1",
+    sends: None,
+    awaits: "pong.v1",
+    within: Some(Duration::from_millis(300)),
+    emits: None,
+};
 
 /// Turns `from` into `to`.
 struct Relay {
@@ -88,16 +139,8 @@ async fn reactor_cycle_node(
         .bus(h.config()?)
         .data_dir(dir)
         .coordination(detect)
-        .saga(Waiter {
-            name: "a",
-            awaits: "t1.v1",
-            emits: "t2.v1",
-        })
-        .saga(Waiter {
-            name: "b",
-            awaits: "t2.v1",
-            emits: "t3.v1",
-        })
+        .saga(Waiter::cycle("a", "t1.v1", "t2.v1"))
+        .saga(Waiter::cycle("b", "t2.v1", "t3.v1"))
         .reactor(Relay {
             name: "r",
             from: "t3.v1",
@@ -202,11 +245,7 @@ async fn a_cycle_through_a_reactor_is_detected_and_broken() -> Result<()> {
     // Replay applies the report as the owner did.
     let id = choreo::SagaId::new("cyc-1")?;
     for (name, awaits, emits) in [("a", "t1.v1", "t2.v1"), ("b", "t2.v1", "t3.v1")] {
-        let saga = Waiter {
-            name,
-            awaits,
-            emits,
-        };
+        let saga = Waiter::cycle(name, awaits, emits);
         choreo::assert_replays(&saga, &h.bus, Some(&store), &id).await;
     }
     node.shutdown().await?;
@@ -250,37 +289,6 @@ async fn the_next_owner_detects_a_cycle_from_the_changelog() -> Result<()> {
     Ok(())
 }
 
-/// Starts on `job.v1`, sends `work.v1` and awaits `work.done.v1`, then completes.
-struct Job;
-
-impl Saga for Job {
-    type State = ();
-    fn name(&self) -> &str {
-        "job"
-    }
-    fn starts_on(&self) -> Vec<EventType> {
-        vec![ty("job.v1")]
-    }
-    fn continues_on(&self) -> Vec<EventType> {
-        vec![ty("work.done.v1")]
-    }
-    fn emits(&self) -> Vec<EventType> {
-        vec![ty("work.v1")]
-    }
-    fn handle(&self, _: &mut (), e: &Event, ctx: &mut SagaContext) -> Result<(), SagaError> {
-        if e.ty.as_str() == "job.v1" {
-            ctx.emit_raw(ty("work.v1"), Vec::new())?;
-            ctx.awaits(ty("work.done.v1"));
-        } else {
-            ctx.complete();
-        }
-        Ok(())
-    }
-    fn on_timeout(&self, _: &mut (), _: &str, _: &mut SagaContext) -> Result<(), SagaError> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_wait_nobody_can_answer_is_reported_once_and_clears() -> Result<()> {
     let h = Harness::start().await?;
@@ -289,7 +297,7 @@ async fn a_wait_nobody_can_answer_is_reported_once_and_clears() -> Result<()> {
         .bus(h.config()?)
         .data_dir(dir.path())
         .stall_grace(Duration::from_millis(300))
-        .saga(Job)
+        .saga(JOB)
         .build()?
         .start()
         .await?;
@@ -336,40 +344,10 @@ async fn a_wait_nobody_can_answer_is_reported_once_and_clears() -> Result<()> {
     let stalls: Vec<StallDetected> = reports(&h, "job-1", STALL_DETECTED).await?;
     assert_eq!(stalls.len(), 1, "reported once: {stalls:?}");
     assert_eq!(node.metrics().coordination().stalls, 1);
-    choreo::assert_replays(&Job, &h.bus, Some(&store), &choreo::SagaId::new("job-1")?).await;
+    choreo::assert_replays(&JOB, &h.bus, Some(&store), &choreo::SagaId::new("job-1")?).await;
     worker.shutdown().await?;
     node.shutdown().await?;
     Ok(())
-}
-
-/// Starts on `ask.v1` and awaits `pong.v1` for 300 ms, with no timer to handle it.
-struct Asker;
-
-impl Saga for Asker {
-    type State = ();
-    fn name(&self) -> &str {
-        "asker"
-    }
-    fn starts_on(&self) -> Vec<EventType> {
-        vec![ty("ask.v1")]
-    }
-    fn continues_on(&self) -> Vec<EventType> {
-        vec![ty("pong.v1")]
-    }
-    fn emits(&self) -> Vec<EventType> {
-        Vec::new()
-    }
-    fn handle(&self, _: &mut (), e: &Event, ctx: &mut SagaContext) -> Result<(), SagaError> {
-        if e.ty.as_str() == "ask.v1" {
-            ctx.awaits_within(ty("pong.v1"), Duration::from_millis(300));
-        } else {
-            ctx.complete();
-        }
-        Ok(())
-    }
-    fn on_timeout(&self, _: &mut (), _: &str, _: &mut SagaContext) -> Result<(), SagaError> {
-        Ok(())
-    }
 }
 
 #[tokio::test]
@@ -380,7 +358,7 @@ async fn a_wait_past_its_deadline_is_reported_once_while_its_producer_lives() ->
     let node = Node::builder()
         .bus(h.config()?)
         .data_dir(dir.path())
-        .saga(Asker)
+        .saga(ASKER)
         .reactor(Relay {
             name: "pinger",
             from: "ping.v1",

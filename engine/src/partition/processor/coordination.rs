@@ -107,6 +107,24 @@ impl Waits {
         })
     }
 
+    /// Make every correlation with a waiting instance a suspect, due now.
+    fn suspect_all_waiting(&mut self) {
+        let waiting: Vec<String> = self
+            .by_corr
+            .keys()
+            .filter(|c| self.has_waiting(c))
+            .cloned()
+            .collect();
+        let now = Instant::now();
+        for c in waiting {
+            let s = self.suspects.entry(c).or_insert(Suspect {
+                next: now,
+                backoff: SUSPECT_AGE,
+            });
+            s.next = now;
+        }
+    }
+
     /// Every indexed instance with its correlation.
     pub(super) fn views(&self) -> impl Iterator<Item = (&Key, &(String, InstanceView))> {
         self.views.iter()
@@ -140,23 +158,7 @@ impl Processor {
         for r in &records {
             self.waits.update(r);
         }
-        let waiting: Vec<String> = self
-            .waits
-            .by_corr
-            .keys()
-            .filter(|c| self.waits.has_waiting(c))
-            .cloned()
-            .collect();
-        let now = Instant::now();
-        for c in waiting {
-            self.waits.suspects.insert(
-                c,
-                Suspect {
-                    next: now,
-                    backoff: SUSPECT_AGE,
-                },
-            );
-        }
+        self.waits.suspect_all_waiting();
     }
 
     fn topology(&self) -> Option<(Arc<Topology>, u64, bool)> {
@@ -232,21 +234,7 @@ impl Processor {
         if version != self.waits.seen_version {
             // Producers came or went: every waiting correlation may read differently now.
             self.waits.seen_version = version;
-            let waiting: Vec<String> = self
-                .waits
-                .by_corr
-                .keys()
-                .filter(|c| self.waits.has_waiting(c))
-                .cloned()
-                .collect();
-            let now = Instant::now();
-            for c in waiting {
-                let s = self.waits.suspects.entry(c).or_insert(Suspect {
-                    next: now,
-                    backoff: SUSPECT_AGE,
-                });
-                s.next = now;
-            }
+            self.waits.suspect_all_waiting();
         }
         let now = Instant::now();
         let suspects: Vec<String> = self
