@@ -209,6 +209,7 @@ impl Operator {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
+        quiet_on_broken_pipe();
         let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
         let args = match config::apply(args) {
             Ok(a) => a,
@@ -273,4 +274,22 @@ impl Operator {
             }
         }
     }
+}
+
+/// `choreo … | head`: when the reader goes away, printing fails with a broken pipe; that ends
+/// the command quietly (exit 0, as `head` asked), not with a panic and exit 101.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }

@@ -341,3 +341,45 @@ async fn a_config_file_supplies_defaults_and_a_bad_one_is_a_clear_error() -> Res
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_closed_reader_ends_a_command_quietly() -> Result<()> {
+    let server = NatsServer::start_temp().await?;
+    let url = server.url();
+    let publish = || {
+        let url = url.clone();
+        async move {
+            let out = choreo()
+                .args(["publish", "--nats", &url, "--type", "note.added.v1"])
+                .args(["--correlation", "pipe-1", "--data", r#"{"n":1}"#])
+                .output()
+                .await?;
+            anyhow::ensure!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok::<_, anyhow::Error>(())
+        }
+    };
+    publish().await?;
+    // `choreo tail | head -1`: the reader goes away after the first line.
+    let mut tail = choreo()
+        .args(["tail", "--nats", &url, "--from-start"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stdout = tail.stdout.take().context("stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    read_until(&mut lines, |l| l.contains("note.added.v1")).await?;
+    drop(lines);
+    // The next line written meets the closed pipe.
+    publish().await?;
+    let out = tokio::time::timeout(WAIT, tail.wait_with_output())
+        .await
+        .context("tail did not end after its reader closed")??;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
+    Ok(())
+}

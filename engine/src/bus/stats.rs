@@ -96,7 +96,9 @@ impl Bus {
                 waiting: info.num_waiting as u64,
             });
         }
-        stats.consumers.sort_by(|a, b| a.name.cmp(&b.name));
+        stats
+            .consumers
+            .sort_by(|a, b| natural_key(&a.name).cmp(&natural_key(&b.name)));
         for l in self.dead_letters_of_actor(None).await? {
             *stats
                 .dead_letters
@@ -106,5 +108,22 @@ impl Bus {
                 .or_default() += 1;
         }
         Ok(stats)
+    }
+}
+
+/// A name's sort key with its trailing number compared as a number (`p2` before `p10`).
+fn natural_key(name: &str) -> (&str, u64, &str) {
+    let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let (head, tail) = name.split_at(name.len() - digits);
+    (head, tail.parse().unwrap_or(0), name)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_sort_with_their_numbers_as_numbers() {
+        let mut names = vec!["p10", "p2", "trip", "p1", "p11", "a-0"];
+        names.sort_by(|a, b| super::natural_key(a).cmp(&super::natural_key(b)));
+        assert_eq!(names, ["a-0", "p1", "p2", "p10", "p11", "trip"]);
     }
 }

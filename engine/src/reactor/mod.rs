@@ -101,6 +101,21 @@ impl ReactError {
     }
 }
 
+/// A bare message is transient: retried with the reactor's policy before the input is
+/// dead-lettered (say [`ReactError::permanent`] when retrying cannot help).
+impl From<String> for ReactError {
+    fn from(e: String) -> Self {
+        Self::Transient(e)
+    }
+}
+
+/// See `From<String>`.
+impl From<&str> for ReactError {
+    fn from(e: &str) -> Self {
+        Self::Transient(e.to_owned())
+    }
+}
+
 impl From<CodecError> for ReactError {
     fn from(e: CodecError) -> Self {
         Self::BadPayload(e.to_string())

@@ -112,6 +112,34 @@ pub enum SagaError {
     Permanent(String),
 }
 
+impl SagaError {
+    /// A transient error from anything displayable: retried with the saga's policy, then the
+    /// instance is faulted.
+    pub fn transient(e: impl std::fmt::Display) -> Self {
+        Self::Transient(e.to_string())
+    }
+
+    /// A permanent error from anything displayable: the instance is faulted at once.
+    pub fn permanent(e: impl std::fmt::Display) -> Self {
+        Self::Permanent(e.to_string())
+    }
+}
+
+/// A bare message is transient: retried with the saga's policy before the instance faults
+/// (say [`SagaError::permanent`] when retrying cannot help).
+impl From<String> for SagaError {
+    fn from(e: String) -> Self {
+        Self::Transient(e)
+    }
+}
+
+/// See `From<String>`.
+impl From<&str> for SagaError {
+    fn from(e: &str) -> Self {
+        Self::Transient(e.to_owned())
+    }
+}
+
 impl From<CodecError> for SagaError {
     fn from(e: CodecError) -> Self {
         Self::Permanent(e.to_string())
@@ -121,5 +149,23 @@ impl From<CodecError> for SagaError {
 impl From<EmitError> for SagaError {
     fn from(e: EmitError) -> Self {
         Self::Permanent(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SagaError;
+
+    #[test]
+    fn saga_errors_have_the_reactor_errors_helpers() {
+        assert_eq!(SagaError::transient(7), SagaError::Transient("7".into()));
+        assert_eq!(
+            SagaError::permanent("no"),
+            SagaError::Permanent("no".into())
+        );
+        let from_string: SagaError = String::from("busy").into();
+        assert_eq!(from_string, SagaError::Transient("busy".into()));
+        let question_mark = || -> Result<(), SagaError> { Err("down")? };
+        assert_eq!(question_mark(), Err(SagaError::Transient("down".into())));
     }
 }
