@@ -42,8 +42,20 @@ pub struct TraceArgs {
 async fn load(conn: &Conn, correlation: &str) -> anyhow::Result<History> {
     let c = CorrelationId::new(correlation)?;
     let history = conn.bus().await?.correlation_history(&c).await?;
-    if history.events.is_empty() && history.dead_letters.is_empty() {
-        anyhow::bail!("no events for correlation {c}");
+    if history.events.is_empty() {
+        let (letters, unreadable) = (history.dead_letters.len(), history.undecodable.len());
+        if letters == 0 && unreadable == 0 {
+            anyhow::bail!("no events for correlation {c}");
+        }
+        anyhow::bail!(
+            "no valid events for correlation {c}: {letters} dead letter(s) (`choreo dlq list`), \
+             {unreadable} stored message(s) that are not choreo events{}",
+            history
+                .undecodable
+                .first()
+                .map(|(seq, why)| format!(" (first: #{seq}, {why})"))
+                .unwrap_or_default()
+        );
     }
     Ok(history)
 }

@@ -383,3 +383,33 @@ async fn a_closed_reader_ends_a_command_quietly() -> Result<()> {
     assert!(!err.contains("panicked"), "{err}");
     Ok(())
 }
+
+#[tokio::test]
+async fn trace_of_a_correlation_with_nothing_valid_says_so_and_fails() -> Result<()> {
+    let server = NatsServer::start_temp().await?;
+    let url = server.url();
+    let bus = Bus::connect(BusConfig::builder().url(url.clone()).build()?).await?;
+    // A message on the correlation's subject that is not a CloudEvent (no headers at all).
+    let c = choreo::CorrelationId::new("bad-1")?;
+    let p = choreo::schemas::partition_of(&c, bus.config().partitions());
+    let subject = format!("{}.evt.{p}.bad-1.note.added.v1", bus.subjects().root());
+    bus.jetstream()
+        .publish(subject, "not an event".into())
+        .await?
+        .await?;
+    for cmd in ["trace", "events"] {
+        let out = choreo()
+            .args([cmd, "bad-1", "--nats", &url])
+            .output()
+            .await?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{cmd} should fail");
+        assert!(
+            err.starts_with("error: no valid events for correlation bad-1")
+                && err.contains("1 stored message(s) that are not choreo events"),
+            "{cmd}: {err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+    Ok(())
+}
