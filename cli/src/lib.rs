@@ -169,6 +169,12 @@ enum Command {
     Tail(tail::TailArgs),
     /// Benchmark the engine against the raw JetStream baseline (and a peer) in one run.
     Bench(bench::BenchArgs),
+    /// Print a shell completion script: `choreo completions bash > /etc/bash_completion.d/choreo`
+    /// (zsh: into a directory on `$fpath` as `_choreo`; fish: `~/.config/fish/completions/`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     #[command(flatten)]
     Ops(OperatorCommand),
 }
@@ -219,6 +225,12 @@ impl Operator {
             }
         };
         let cli = Cli::parse_from(args);
+        if let Command::Completions { shell } = &cli.command {
+            use clap::CommandFactory as _;
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "choreo", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
         let log_filter = std::env::var("CHOREO_LOG").unwrap_or_else(|_| "error".to_owned());
         #[cfg(feature = "otlp")]
         let telemetry = if choreo::Telemetry::configured() {
@@ -259,6 +271,7 @@ impl Operator {
                 Command::Publish(a) => Ok(publish::run(a).await?),
                 Command::Tail(a) => Ok(tail::run(a).await?),
                 Command::Bench(a) => Ok(bench::run(a).await?),
+                Command::Completions { .. } => Ok(()), // answered before the runtime
                 Command::Ops(op) => op.run(&sagas).await,
             }
         });

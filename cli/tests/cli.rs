@@ -413,3 +413,27 @@ async fn trace_of_a_correlation_with_nothing_valid_says_so_and_fails() -> Result
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn completions_cover_every_command_in_each_shell() -> Result<()> {
+    for (shell, marker) in [
+        ("bash", "_choreo()"),
+        ("zsh", "#compdef choreo"),
+        ("fish", "complete -c choreo"),
+    ] {
+        let out = choreo().args(["completions", shell]).output().await?;
+        assert!(
+            out.status.success(),
+            "{shell}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains(marker), "{shell}: {script}");
+        for cmd in ["demo", "sagas", "stalls", "trace", "dlq", "completions"] {
+            assert!(script.contains(cmd), "{shell} completes {cmd}");
+        }
+    }
+    let out = choreo().args(["completions", "tcsh"]).output().await?;
+    assert!(!out.status.success(), "an unknown shell is refused");
+    Ok(())
+}
