@@ -14,6 +14,9 @@ pub const ACTOR_FAILED: &str = "choreo.actor.failed";
 pub const ACTOR_RETRIED: &str = "choreo.actor.retried";
 /// Commands refused past their deadline (answered `choreo.command.expired`).
 pub const ACTOR_EXPIRED: &str = "choreo.actor.expired";
+/// Saga inputs that matched no instance (a continuing event for an instance that does not
+/// exist, or no longer does), dropped with a warning.
+pub const SAGA_UNMATCHED: &str = "choreo.saga.unmatched";
 /// Inputs sent to the DLQ.
 pub const ACTOR_DEAD_LETTERED: &str = "choreo.actor.dead_lettered";
 /// Handler latency histogram (microseconds).
@@ -56,6 +59,7 @@ pub(crate) struct ActorCounters {
     retried: AtomicU64,
     dead_lettered: AtomicU64,
     expired: AtomicU64,
+    unmatched: AtomicU64,
     latency: [AtomicU64; BUCKETS],
     batches: AtomicU64,
     batch_inputs: AtomicU64,
@@ -77,6 +81,9 @@ impl ActorCounters {
     }
     pub(crate) fn expired(&self) {
         self.expired.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn unmatched(&self) {
+        self.unmatched.fetch_add(1, Ordering::Relaxed);
     }
     /// Record a handler latency in a power-of-two microsecond bucket.
     pub(crate) fn latency(&self, d: Duration) {
@@ -105,6 +112,7 @@ impl ActorCounters {
             retried: self.retried.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             expired: self.expired.load(Ordering::Relaxed),
+            unmatched: self.unmatched.load(Ordering::Relaxed),
             latency_buckets: buckets,
             batches: self.batches.load(Ordering::Relaxed),
             batch_inputs: self.batch_inputs.load(Ordering::Relaxed),
@@ -130,6 +138,8 @@ pub struct ActorMetrics {
     pub dead_lettered: u64,
     /// [`ACTOR_EXPIRED`]
     pub expired: u64,
+    /// [`SAGA_UNMATCHED`]
+    pub unmatched: u64,
     /// [`ACTOR_HANDLER_LATENCY`]: count per bucket; bucket `i` holds latencies in
     /// `[2^i, 2^(i+1))` microseconds.
     pub latency_buckets: Vec<u64>,

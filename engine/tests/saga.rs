@@ -493,3 +493,31 @@ async fn ended_instances_leave_after_the_retention_running_ones_stay() -> Result
     node.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_input_for_no_instance_is_counted_and_dropped() -> Result<()> {
+    let h = Harness::start().await?;
+    let dir = tempfile::tempdir()?;
+    let node = start_node(&h, dir.path(), Kind::Saga).await?;
+    // A confirmation for a trip that never started.
+    let stray = choreo::Event::root_raw(
+        "urn:test",
+        choreo::CorrelationId::new("never-started")?,
+        common::trip::booked("flight"),
+        Vec::new(),
+    );
+    h.bus.publish(&stray).await?;
+    let metrics = node.metrics().clone();
+    wait_until("the stray input is counted", || {
+        let metrics = metrics.clone();
+        async move { Ok(metrics.snapshot("trip").unmatched == 1) }
+    })
+    .await?;
+    let store = node.store().context("store")?;
+    assert!(
+        store.get("trip", "never-started")?.is_none(),
+        "no instance made of it"
+    );
+    node.shutdown().await?;
+    Ok(())
+}

@@ -163,12 +163,13 @@ pub(super) fn record_latency(name: &'static str, actor: &str, d: Duration) {
 pub fn register_node_metrics(node_metrics: &Metrics, store: Option<Store>) {
     let meter = opentelemetry::global::meter("choreo");
     type Pick = fn(&crate::metrics::ActorMetrics) -> u64;
-    let counters: [(&'static str, Pick); 7] = [
+    let counters: [(&'static str, Pick); 8] = [
         (metrics::ACTOR_HANDLED, |m| m.handled),
         (metrics::ACTOR_FAILED, |m| m.failed),
         (metrics::ACTOR_RETRIED, |m| m.retried),
         (metrics::ACTOR_DEAD_LETTERED, |m| m.dead_lettered),
         (metrics::ACTOR_EXPIRED, |m| m.expired),
+        (metrics::SAGA_UNMATCHED, |m| m.unmatched),
         (metrics::SAGA_BATCHES, |m| m.batches),
         (metrics::SAGA_BATCH_INPUTS, |m| m.batch_inputs),
     ];
@@ -181,6 +182,20 @@ pub fn register_node_metrics(node_metrics: &Metrics, store: Option<Store>) {
                     obs.observe(pick(&snap), &[KeyValue::new("actor", actor)]);
                 }
             })
+            .build();
+    }
+    type PickNode = fn(&crate::metrics::CoordinationMetrics) -> u64;
+    let node_counters: [(&'static str, PickNode); 4] = [
+        (metrics::DEADLOCKS_DETECTED, |c| c.deadlocks),
+        (metrics::STALLS_DETECTED, |c| c.stalls),
+        (metrics::DEADLOCK_CHECKS, |c| c.checks),
+        (metrics::DEADLOCK_LOG_READS, |c| c.log_reads),
+    ];
+    for (name, pick) in node_counters {
+        let m = node_metrics.clone();
+        let _ = meter
+            .u64_observable_counter(name)
+            .with_callback(move |obs| obs.observe(pick(&m.coordination()), &[]))
             .build();
     }
     if let Some(store) = store {

@@ -458,7 +458,15 @@ impl Processor {
             }
             match decision {
                 Decision::Skip(skip) => {
-                    debug!(?skip, "input changes nothing");
+                    if skip == crate::saga::decide::Skip::NoInstance {
+                        // Choreography is noisy, but an input nobody takes is worth a word.
+                        warn!(saga = name, instance = %instance, "an input matched no instance of the saga: dropped");
+                        if let Some(c) = &counters {
+                            c.unmatched();
+                        }
+                    } else {
+                        debug!(?skip, "input changes nothing");
+                    }
                     if let SagaInput::Timer {
                         name: timer,
                         due_ms,
