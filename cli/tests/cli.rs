@@ -437,3 +437,29 @@ async fn completions_cover_every_command_in_each_shell() -> Result<()> {
     assert!(!out.status.success(), "an unknown shell is refused");
     Ok(())
 }
+
+#[tokio::test]
+async fn dev_that_cannot_start_says_why_in_one_line() -> Result<()> {
+    // Another process holds the port (a second `choreo dev`, say).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = taken.local_addr()?.port().to_string();
+    let store = tempfile::tempdir()?;
+    let out = tokio::time::timeout(
+        WAIT,
+        choreo()
+            .args(["dev", "--port", &port, "--store-dir"])
+            .arg(store.path())
+            .output(),
+    )
+    .await??;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "error: nats-server could not start on port {port}:"
+        )) && err.contains("address already in use"),
+        "{err}"
+    );
+    Ok(())
+}

@@ -175,6 +175,14 @@ pub enum ServerError {
         /// Tail of the server's output.
         log: String,
     },
+    /// The server exited while starting; `cause` is the line of its log that says why.
+    #[error("nats-server could not start on port {port}: {cause}")]
+    Exited {
+        /// The port.
+        port: u16,
+        /// Its last fatal or error line.
+        cause: String,
+    },
     /// The server has no running process (it was killed or stopped).
     #[error("nats-server on port {port} is not running")]
     NotRunning {

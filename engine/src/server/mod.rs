@@ -387,14 +387,15 @@ impl NatsServer {
                 what: format!("start {}", self.binary.path.display()),
                 source,
             })?;
-        let (ready_tx, mut ready_rx) = watch::channel(false);
+        // Some(true): ready; Some(false): its output ended first (it exited).
+        let (ready_tx, mut ready_rx) = watch::channel(None::<bool>);
         if let Some(stderr) = child.stderr.take() {
             let log = Arc::clone(&self.log);
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stderr).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     if line.contains("Server is ready") {
-                        let _ = ready_tx.send(true);
+                        let _ = ready_tx.send(Some(true));
                     }
                     if let Ok(mut l) = log.lock() {
                         if l.len() == LOG_LINES_KEPT {
@@ -403,13 +404,27 @@ impl NatsServer {
                         l.push_back(line);
                     }
                 }
+                ready_tx.send_if_modified(|r| {
+                    let ended = r.is_none();
+                    if ended {
+                        *r = Some(false);
+                    }
+                    ended
+                });
             });
         }
         self.child = Some(child);
         self.paused = false;
-        let ready = tokio::time::timeout(READY_TIMEOUT, ready_rx.wait_for(|r| *r)).await;
+        let ready = tokio::time::timeout(READY_TIMEOUT, ready_rx.wait_for(|r| r.is_some())).await;
         match ready {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(r)) if *r == Some(true) => Ok(()),
+            Ok(Ok(_)) => {
+                let _ = self.kill().await;
+                Err(ServerError::Exited {
+                    port: self.port,
+                    cause: fatal_line(&self.log_tail()),
+                })
+            }
             _ => {
                 let _ = self.kill().await;
                 Err(ServerError::NotReady {
@@ -419,6 +434,24 @@ impl NatsServer {
                 })
             }
         }
+    }
+}
+
+/// The line of a server's log that says why it stopped: its last fatal or error line, without
+/// the pid and timestamp prefix (else its last line).
+fn fatal_line(log: &str) -> String {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("[FTL]") || l.contains("[ERR]"))
+        .or_else(|| log.lines().last())
+        .unwrap_or("no output");
+    match line
+        .find("] ")
+        .and_then(|i| line[i + 2..].find("] ").map(|j| i + 2 + j + 2))
+    {
+        Some(at) => line[at..].to_owned(),
+        None => line.to_owned(),
     }
 }
 
@@ -434,4 +467,20 @@ pub fn free_port() -> Result<u16, ServerError> {
             what: "find a free port".into(),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_fatal_line_is_the_cause() {
+        let log = "[1] 2026/12/01 22:00:41.6 [INF] Starting nats-server\n\
+                   [1] 2026/12/01 22:00:41.7 [FTL] Error listening on port: 127.0.0.1:4222, \"bind: address already in use\"\n\
+                   [1] 2026/12/01 22:00:41.8 [INF] Server Exiting..";
+        assert_eq!(
+            super::fatal_line(log),
+            "Error listening on port: 127.0.0.1:4222, \"bind: address already in use\""
+        );
+        assert_eq!(super::fatal_line("just this"), "just this");
+        assert_eq!(super::fatal_line(""), "no output");
+    }
 }
