@@ -2,7 +2,7 @@
 //! instance (what `choreo sagas` shows while nodes run).
 
 use async_nats::jetstream::consumer::DeliverPolicy;
-use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind};
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use serde::de::DeserializeOwned;
 
 use super::{Changelog, ChangelogError};
@@ -45,35 +45,14 @@ impl Changelog {
             .map_err(|e| BusError::js(format!("get stream {}", self.stream), e).into())
     }
 
+    /// The latest value on `subject`, read from the stream's leader: a direct get may be
+    /// answered by a replica that lags, and every caller here needs what was committed (an owner
+    /// deciding whether its commit landed; a waiter told by a lifecycle event that an instance
+    /// ended, which must then read it ended).
     async fn last_of<T: DeserializeOwned>(
         &self,
         subject: String,
     ) -> Result<Option<ChangelogEntry<T>>, ChangelogError> {
-        let stream = self.stream_handle().await?;
-        let got = tokio::time::timeout(
-            self.timeout,
-            stream.direct_get_last_for_subject(subject.clone()),
-        )
-        .await
-        .map_err(|_| BusError::js(format!("direct get {subject}"), "timed out"))?;
-        match got {
-            Ok(m) => Ok(Some(ChangelogEntry {
-                sequence: m.sequence,
-                value: decode(&subject, &m.payload)?,
-            })),
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
-            Err(e) => Err(BusError::js(format!("direct get {subject}"), e).into()),
-        }
-    }
-
-    /// The latest head of a partition, with its sequence, read from the stream's leader (a
-    /// direct get may be answered by a replica that lags; an owner deciding whether its commit
-    /// landed must not be told an old head).
-    pub async fn head(
-        &self,
-        partition: u16,
-    ) -> Result<Option<ChangelogEntry<PartitionHead>>, ChangelogError> {
-        let subject = self.head_subject(partition);
         let stream = self.stream_handle().await?;
         let got = tokio::time::timeout(
             self.timeout,
@@ -89,6 +68,14 @@ impl Changelog {
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(BusError::js(format!("get {subject}"), e).into()),
         }
+    }
+
+    /// The latest head of a partition, with its sequence, read from the stream's leader.
+    pub async fn head(
+        &self,
+        partition: u16,
+    ) -> Result<Option<ChangelogEntry<PartitionHead>>, ChangelogError> {
+        self.last_of(self.head_subject(partition)).await
     }
 
     /// A partition's head and records as one snapshot, read through one consumer (so from one

@@ -83,11 +83,21 @@ pub async fn run_to_end(
                 Some(Ok(Some(r))) if r.status.is_terminal() => Some(r),
                 _ => loop {
                     // Retried until the deadline: a changelog read can time out while a server
-                    // fails over.
+                    // fails over. The changelog holds the ending commit before its lifecycle event is
+                    // published, and the read goes to the stream's leader; a record read not
+                    // ended is retried rather than taken as the answer (it would never be
+                    // asked again: the lifecycle event was this instance's only one).
                     match changelog.find(saga, &corr, Some(&corr)).await {
-                        Ok(r) => break r,
-                        Err(err) => {
-                            tracing::warn!(error = %err, "reading the changelog failed; retrying");
+                        Ok(r) if r.as_ref().is_none_or(|r| r.status.is_terminal()) => break r,
+                        other => {
+                            match other {
+                                Err(err) => {
+                                    tracing::warn!(error = %err, "reading the changelog failed; retrying")
+                                }
+                                Ok(_) => {
+                                    tracing::warn!(instance = %corr, "ended by its lifecycle event but not yet in the changelog; retrying")
+                                }
+                            }
                             tokio::select! {
                                 () = &mut timeout => {
                                     return Err(NodeError::Deadline { ended: ended.len(), total: waiting.len(), waited: deadline });
