@@ -28,6 +28,7 @@
 
 mod approve;
 mod bench;
+mod chaos;
 mod config;
 mod demo;
 mod dev;
@@ -169,6 +170,8 @@ enum Command {
     Tail(tail::TailArgs),
     /// Benchmark the engine against the raw JetStream baseline (and a peer) in one run.
     Bench(bench::BenchArgs),
+    /// The chaos suite: real servers and nodes through seeded faults, checked from the log.
+    Chaos(chaos::ChaosArgs),
     /// Print a shell completion script: `choreo completions bash > /etc/bash_completion.d/choreo`
     /// (zsh: into a directory on `$fpath` as `_choreo`; fish: `~/.config/fish/completions/`).
     Completions {
@@ -271,6 +274,7 @@ impl Operator {
                 Command::Publish(a) => Ok(publish::run(a).await?),
                 Command::Tail(a) => Ok(tail::run(a).await?),
                 Command::Bench(a) => Ok(bench::run(a).await?),
+                Command::Chaos(a) => Ok(chaos::run(a).await?),
                 Command::Completions { .. } => Ok(()), // answered before the runtime
                 Command::Ops(op) => op.run(&sagas).await,
             }

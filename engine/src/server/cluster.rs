@@ -39,6 +39,9 @@ pub struct ClusterOptions {
     pub route_port: u16,
     /// Route ports of the other members.
     pub peer_route_ports: Vec<u16>,
+    /// Do not advertise members' client URLs to clients (`no_advertise`): a client that
+    /// reaches the cluster through a proxy stays behind the proxy when it reconnects.
+    pub no_advertise: bool,
 }
 
 impl ClusterOptions {
@@ -49,8 +52,13 @@ impl ClusterOptions {
             .iter()
             .map(|p| format!("    \"nats-route://127.0.0.1:{p}\"\n"))
             .collect();
+        let advertise = if self.no_advertise {
+            "  no_advertise: true\n"
+        } else {
+            ""
+        };
         format!(
-            "cluster {{\n  name: {:?}\n  listen: \"127.0.0.1:{}\"\n  routes: [\n{routes}  ]\n}}\n",
+            "cluster {{\n  name: {:?}\n  listen: \"127.0.0.1:{}\"\n{advertise}  routes: [\n{routes}  ]\n}}\n",
             self.name, self.route_port,
         )
     }
@@ -77,6 +85,17 @@ impl NatsCluster {
     /// and wait (up to 30 s) until JetStream is usable cluster-wide; see
     /// [`wait_ready`](Self::wait_ready).
     pub async fn start(n: usize) -> Result<Self, ServerError> {
+        Self::launch(n, false).await
+    }
+
+    /// [`start`](Self::start) with members that do not advertise their client URLs
+    /// ([`ClusterOptions::no_advertise`]): for clients that connect through proxies (the chaos
+    /// suite's network faults), which must not learn a way around them.
+    pub async fn start_unadvertised(n: usize) -> Result<Self, ServerError> {
+        Self::launch(n, true).await
+    }
+
+    async fn launch(n: usize, no_advertise: bool) -> Result<Self, ServerError> {
         if n == 0 {
             return Err(ServerError::ClusterNotReady {
                 servers: 0,
@@ -99,6 +118,7 @@ impl NatsCluster {
                         .copied()
                         .filter(|p| *p != route_port)
                         .collect(),
+                    no_advertise,
                 };
                 let opts = ServerOptions {
                     port: Some(port),
@@ -318,11 +338,19 @@ mod tests {
             name: "choreo".into(),
             route_port: 6001,
             peer_route_ports: vec![6002, 6003],
+            no_advertise: false,
         };
         assert_eq!(
             c.config_section(),
             "cluster {\n  name: \"choreo\"\n  listen: \"127.0.0.1:6001\"\n  routes: [\n    \"nats-route://127.0.0.1:6002\"\n    \"nats-route://127.0.0.1:6003\"\n  ]\n}\n"
         );
+        let hidden = ClusterOptions {
+            no_advertise: true,
+            ..c
+        };
+        assert!(hidden
+            .config_section()
+            .contains("listen: \"127.0.0.1:6001\"\n  no_advertise: true\n  routes"));
     }
 
     #[test]
