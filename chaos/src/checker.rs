@@ -323,6 +323,9 @@ fn effects(view: &LogView, exp: &Expectations, a: &mut Vec<Anomaly>) {
         .map(|r| (r.correlation.as_str(), r.status))
         .collect();
     let mut by_corr: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
+    // Which type each event id has, and what caused each event.
+    let mut type_of: HashMap<String, String> = HashMap::new();
+    let mut cause_of: HashMap<u64, String> = HashMap::new();
     for s in &view.events {
         if view.injected_seq(s.sequence) {
             continue;
@@ -332,6 +335,8 @@ fn effects(view: &LogView, exp: &Expectations, a: &mut Vec<Anomaly>) {
                 .entry(e.correlation.to_string())
                 .or_default()
                 .push((s.sequence, e.ty.to_string()));
+            type_of.insert(e.id.to_string(), e.ty.to_string());
+            cause_of.insert(s.sequence, e.causation.to_string());
         }
     }
     for (corr, events) in &by_corr {
@@ -388,9 +393,17 @@ fn effects(view: &LogView, exp: &Expectations, a: &mut Vec<Anomaly>) {
         let mut undo: Vec<(u64, usize)> = Vec::new();
         for (i, fx) in exp.effects.iter().enumerate() {
             let confirmed_first = first(&fx.confirmed);
-            let eligible = matches!((confirmed_first, began), (Some(c), Some(b)) if c < b);
-            if let (true, Some(r), Some(c)) = (eligible, first(&fx.request), first(&fx.compensate))
-            {
+            let compensated_first = first(&fx.compensate);
+            // Caused by its own step's confirmation: the saga learned of the effect only after
+            // it began compensating (the answer may precede that on the log, not in its
+            // inputs), and undid it on arrival.
+            let on_arrival = compensated_first
+                .and_then(|c| cause_of.get(&c))
+                .and_then(|cause| type_of.get(cause))
+                .is_some_and(|t| t == fx.confirmed.as_str());
+            let eligible =
+                !on_arrival && matches!((confirmed_first, began), (Some(c), Some(b)) if c < b);
+            if let (true, Some(r), Some(c)) = (eligible, first(&fx.request), compensated_first) {
                 asked.push((r, i));
                 undo.push((c, i));
             }
@@ -413,9 +426,14 @@ fn effects(view: &LogView, exp: &Expectations, a: &mut Vec<Anomaly>) {
                 "order",
                 Some(corr),
                 format!(
-                    "compensations sent as {:?}; the steps ran as {:?}",
+                    "compensations sent as {:?}; the steps ran as {:?}; the log: {}",
                     name(&sent),
-                    name(&forward)
+                    name(&forward),
+                    events
+                        .iter()
+                        .map(|(s, t)| format!("{t}#{s}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
                 ),
             ));
         }

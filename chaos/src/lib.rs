@@ -11,6 +11,7 @@
 
 pub mod checker;
 pub mod error;
+pub mod file;
 pub mod nemesis;
 pub mod proxy;
 pub mod report;
@@ -25,6 +26,7 @@ pub mod workload;
 
 pub use checker::{Anomaly, EffectTypes, Expectations, Invariant, LogView, Verdict, INVARIANTS};
 pub use error::ChaosError;
+pub use file::ScenarioFile;
 pub use report::Report;
 pub use run::{run, Scenario};
 pub use scenario::{travel_node_args, ScenarioBuilder, TRAVEL_STEP_TIMEOUT};

@@ -43,6 +43,15 @@ pub struct Takeover {
     pub ms: u64,
 }
 
+/// What the suite put on the log itself.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Injections {
+    /// Poison messages (each must be in the DLQ).
+    pub poison: usize,
+    /// Copies of real events under new message ids (each must be ignored).
+    pub duplicates: usize,
+}
+
 /// Everything a run found.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -58,6 +67,8 @@ pub struct Report {
     pub outcomes: BTreeMap<String, usize>,
     /// Takeovers measured.
     pub takeovers: Vec<Takeover>,
+    /// Poison messages and duplicate copies the suite published.
+    pub injected: Injections,
     /// The checker's verdict.
     pub verdict: Verdict,
     /// Phases of the run.
@@ -128,10 +139,9 @@ impl Report {
                 target: a.target.clone(),
             })
             .collect();
-        let (_, p99) = self.takeover_percentiles();
         Timeline {
             title: format!(
-                "choreo chaos · seed {} · {} servers, {} nodes · takeover p99 {p99} ms · {}",
+                "choreo chaos · seed {} · {} servers, {} nodes · {}",
                 self.seed,
                 self.topology.0,
                 self.topology.1,
@@ -181,6 +191,11 @@ impl Report {
             };
             let _ = writeln!(s, "  {:<22} {n:>7}{note}", k.as_str());
         }
+        let _ = writeln!(
+            s,
+            "  injected: {} poison messages, {} duplicate copies",
+            self.injected.poison, self.injected.duplicates
+        );
         let (p50, p99) = self.takeover_percentiles();
         let _ = writeln!(
             s,

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use crate::checker::{check, Expectations, Invariant, LogView};
 use crate::error::ChaosError;
 use crate::nemesis::Nemesis;
-use crate::report::{outcomes, Applied, Report, Takeover};
+use crate::report::{outcomes, Applied, Injections, Report, Takeover};
 use crate::schedule::{FaultKind, Plan, Schedule, Target};
 use crate::svg::Phase;
 use crate::topology::{NodeCommand, Topology};
@@ -361,6 +361,10 @@ pub async fn run(s: Scenario) -> Result<Report, ChaosError> {
         applied,
         outcomes: outcomes(&view.ops, &status),
         takeovers,
+        injected: Injections {
+            poison: view.injected.poison.len(),
+            duplicates: view.injected.duplicates.len(),
+        },
         verdict,
         phases,
         quiescent,

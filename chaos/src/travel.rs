@@ -63,7 +63,7 @@ pub fn expectations(step_timeout: Duration) -> Expectations {
         .iter()
         .flat_map(|s| [s.ty(Verb::Cancel), s.ty(Verb::Cancelled)])
         .collect();
-    let saga = TripSaga { step_timeout };
+    let saga = TripSaga::new(step_timeout);
     Expectations {
         saga: "trip".into(),
         effects,

@@ -48,12 +48,12 @@ pub(crate) struct RunArgs {
     /// Fault kinds, comma-separated (default: all; `none`: a control run without faults).
     #[arg(long, value_delimiter = ',')]
     kinds: Vec<String>,
-    /// The nodes' lease TTL in milliseconds.
-    #[arg(long, default_value_t = 2000)]
-    lease_ttl_ms: u64,
-    /// Partitions of the log.
-    #[arg(long, default_value_t = 8)]
-    partitions: u16,
+    /// The nodes' lease TTL in milliseconds (default 2000).
+    #[arg(long)]
+    lease_ttl_ms: Option<u64>,
+    /// Partitions of the log (default 8).
+    #[arg(long)]
+    partitions: Option<u16>,
     /// Write the report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -68,6 +68,14 @@ pub(crate) struct RunArgs {
     /// must print a line starting `choreo node ready` on stdout once it serves.
     #[arg(long, num_args = 1.., allow_hyphen_values = true)]
     node_cmd: Vec<String>,
+    /// One more argument for the default node command (repeatable), e.g.
+    /// `--node-arg=--retention-secs=60`.
+    #[arg(long, allow_hyphen_values = true)]
+    node_arg: Vec<String>,
+    /// A scenario file (TOML: your node command, start events and steps; see the README).
+    /// Flags given on the command line win over the file.
+    #[arg(long)]
+    scenario: Option<PathBuf>,
     /// No progress on stderr (the report still goes to stdout).
     #[arg(long)]
     quiet: bool,
@@ -118,51 +126,87 @@ pub(crate) async fn run(args: ChaosArgs) -> anyhow::Result<()> {
 }
 
 async fn run_once(a: RunArgs) -> anyhow::Result<()> {
-    let servers = a.servers.unwrap_or(3);
+    let file = match &a.scenario {
+        Some(p) => Some(choreo_chaos::ScenarioFile::parse(
+            &std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?,
+        )?),
+        None => None,
+    };
+    let from_file = |f: fn(&choreo_chaos::ScenarioFile) -> Option<u64>| file.as_ref().and_then(f);
+    let servers = a
+        .servers
+        .or_else(|| file.as_ref().and_then(|f| f.servers))
+        .unwrap_or(3);
     let replicas = if servers >= 3 { 3 } else { 1 };
-    let lease_ttl = Duration::from_millis(a.lease_ttl_ms);
-    let command = match a.node_cmd.split_first() {
-        Some((program, args)) => NodeCommand {
+    let lease_ttl = Duration::from_millis(
+        a.lease_ttl_ms
+            .or(from_file(|f| f.lease_ttl_ms))
+            .unwrap_or(2000),
+    );
+    let partitions = a
+        .partitions
+        .or_else(|| file.as_ref().and_then(|f| f.partitions))
+        .unwrap_or(8);
+    let command = match (
+        a.node_cmd.split_first(),
+        file.as_ref().and_then(|f| f.command()),
+    ) {
+        (Some((program, args)), _) => NodeCommand {
             program: program.into(),
             args: args.to_vec(),
         },
-        None => NodeCommand {
-            program: std::env::current_exe().context("the choreo executable")?,
-            args: choreo_chaos::travel_node_args(lease_ttl, a.partitions, replicas),
-        },
+        (None, Some(c)) => c,
+        (None, None) => {
+            let mut args = choreo_chaos::travel_node_args(lease_ttl, partitions, replicas);
+            args.extend(a.node_arg.iter().cloned());
+            NodeCommand {
+                program: std::env::current_exe().context("the choreo executable")?,
+                args,
+            }
+        }
     };
-    let seed = a.seed.unwrap_or_else(|| {
+    let seed = a.seed.or(from_file(|f| f.seed)).unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(1)
     });
-    let kinds = if a.kinds.is_empty() {
-        FaultKind::ALL.to_vec()
-    } else if a.kinds == ["none"] {
-        Vec::new()
-    } else {
-        let mut v = Vec::new();
-        for k in &a.kinds {
-            match FaultKind::parse(k) {
-                Some(k) => v.push(k),
-                None => bail!("unknown fault kind {k:?} (see choreo chaos run --help)"),
-            }
-        }
-        v
-    };
-    let default_window = if a.quick { 60 } else { 120 };
-    let mut b = Scenario::builder(command)
+    let mut b = Scenario::builder(command);
+    if let Some(f) = &file {
+        b = f.apply(b)?;
+    }
+    b = b
         .seed(seed)
         .servers(servers)
-        .nodes(a.nodes.unwrap_or(3))
-        .rate(a.rate.unwrap_or(10.0))
-        .per_kind(a.per_kind.unwrap_or(1))
-        .kinds(kinds)
         .lease_ttl(lease_ttl)
-        .partitions(a.partitions)
-        .faults_for(a.duration.unwrap_or(Duration::from_secs(default_window)))
+        .partitions(partitions)
         .progress(!a.quiet);
+    if !a.kinds.is_empty() {
+        let mut v = Vec::new();
+        if a.kinds != ["none"] {
+            for k in &a.kinds {
+                match FaultKind::parse(k) {
+                    Some(k) => v.push(k),
+                    None => bail!("unknown fault kind {k:?} (see choreo chaos run --help)"),
+                }
+            }
+        }
+        b = b.kinds(v);
+    }
+    if let Some(n) = a.nodes {
+        b = b.nodes(n);
+    }
+    if let Some(r) = a.rate {
+        b = b.rate(r);
+    }
+    if let Some(n) = a.per_kind {
+        b = b.per_kind(n);
+    }
+    match a.duration {
+        Some(d) => b = b.faults_for(d),
+        None if file.as_ref().is_some_and(|f| f.duration_secs.is_some()) => {}
+        None => b = b.faults_for(Duration::from_secs(if a.quick { 60 } else { 120 })),
+    }
     if let Some(k) = &a.keep {
         b = b.keep(k);
     }

@@ -53,6 +53,18 @@ pub(crate) struct NodeArgs {
     /// and checks no waits).
     #[arg(long)]
     pub(crate) no_coordination: bool,
+    /// Deliberate bugs, for testing the chaos suite's checker (travel only):
+    /// `double-apply` (providers apply every booking twice), `forget-compensation` (the saga
+    /// issues the hotel step without its compensation).
+    #[arg(long, hide = true, value_enum, value_delimiter = ',')]
+    pub(crate) bug: Vec<Bug>,
+}
+
+/// A deliberate bug (`--bug`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Bug {
+    DoubleApply,
+    ForgetCompensation,
 }
 
 pub(crate) fn bus_config(
@@ -77,6 +89,9 @@ pub(crate) fn bus_config(
 async fn start(args: &NodeArgs, dir: PathBuf) -> anyhow::Result<RunningNode> {
     let cfg = bus_config(&args.nats, args.partitions, args.replicas, "choreo-node")?;
     let ttl = Duration::from_millis(args.lease_ttl_ms);
+    if !args.bug.is_empty() && args.example != Example::Travel {
+        anyhow::bail!("--bug applies to the travel example only");
+    }
     Ok(match args.example {
         Example::Travel => {
             let mut opts = choreo_example_travel::TravelOptions::new(0, args.seed, dir);
@@ -85,6 +100,10 @@ async fn start(args: &NodeArgs, dir: PathBuf) -> anyhow::Result<RunningNode> {
             opts.lease_ttl = ttl;
             opts.retention = Duration::from_secs(args.retention_secs);
             opts.coordination = !args.no_coordination;
+            opts.bugs = choreo_example_travel::Bugs {
+                double_apply: args.bug.contains(&Bug::DoubleApply),
+                forget_compensation: args.bug.contains(&Bug::ForgetCompensation),
+            };
             choreo_example_travel::node(cfg, &opts).await?
         }
         Example::Release => {

@@ -407,9 +407,7 @@ async fn a_paused_owner_is_fenced_and_every_instance_replays_identical() -> Resu
     );
     check_log(&bus).await?;
     check_epochs(&log).await?;
-    let saga = TripSaga {
-        step_timeout: Duration::from_millis(4000),
-    };
+    let saga = TripSaga::new(Duration::from_millis(4000));
     for (trip, _) in &summary.trips {
         let report = choreo::replay(&saga, &bus, None, &SagaId::new(trip.as_str())?).await?;
         assert!(report.is_identical(), "{report}");

@@ -14,5 +14,5 @@ mod saga;
 
 pub use domain::{behavior, price, Behavior, Booking, Faults, Step, TripRequested, Verb};
 pub use providers::Provider;
-pub use run::{classify, drive, node, predict, run, Outcome, Summary, TravelOptions};
+pub use run::{classify, drive, node, predict, run, Bugs, Outcome, Summary, TravelOptions};
 pub use saga::{TripSaga, TripState};

@@ -15,6 +15,7 @@ pub struct Provider {
     faults: Faults,
     ledger: Ledger,
     name: String,
+    double_apply: bool,
 }
 
 impl Provider {
@@ -25,7 +26,15 @@ impl Provider {
             faults,
             ledger,
             name: format!("{}-provider", step.as_str()),
+            double_apply: false,
         }
+    }
+
+    /// A deliberate bug for the chaos suite's own tests: every booking is applied twice (the
+    /// second time under a key of its own, as a provider keyed by delivery would).
+    pub fn applying_twice(mut self) -> Self {
+        self.double_apply = true;
+        self
     }
 }
 
@@ -109,6 +118,12 @@ impl Reactor for Provider {
             .apply(&op, &what, &e.data)
             .await
             .map_err(ReactError::transient)?;
+        if self.double_apply && !cancel {
+            self.ledger
+                .apply(&format!("{op}/{}", e.id), &what, &e.data)
+                .await
+                .map_err(ReactError::transient)?;
+        }
         b.note = format!("{}-{}", step.to_uppercase(), b.trip);
         let answer = if cancel { Verb::Cancelled } else { Verb::Done };
         ctx.emit_raw(self.step.ty(answer), encode(&b)?)?;

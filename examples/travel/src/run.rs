@@ -72,6 +72,17 @@ pub struct TravelOptions {
     pub retention: Duration,
     /// Deadlock detection and the stall watchdog (default on).
     pub coordination: bool,
+    /// Deliberate bugs, for the chaos suite's own tests (default: none).
+    pub bugs: Bugs,
+}
+
+/// Deliberate bugs the chaos suite must catch (`choreo node --bug …`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bugs {
+    /// Providers apply every booking twice.
+    pub double_apply: bool,
+    /// The saga issues the hotel step without its compensation.
+    pub forget_compensation: bool,
 }
 
 impl TravelOptions {
@@ -90,6 +101,7 @@ impl TravelOptions {
             lease_ttl: choreo::DEFAULT_LEASE_TTL,
             retention: choreo::DEFAULT_RETENTION,
             coordination: true,
+            bugs: Bugs::default(),
         }
     }
 }
@@ -156,14 +168,20 @@ pub async fn node(cfg: BusConfig, opts: &TravelOptions) -> anyhow::Result<Runnin
         .dry_run(opts.dry_run)
         .register::<TripRequested>()
         .saga(TripSaga {
-            step_timeout: opts.step_timeout,
+            forget_compensation_of: opts.bugs.forget_compensation.then_some(Step::Hotel),
+            ..TripSaga::new(opts.step_timeout)
         })
         .reactor(gate);
     if let Some(id) = &opts.node_id {
         b = b.node_id(id);
     }
     for step in Step::ALL {
-        b = b.reactor(Provider::new(step, opts.faults, ledger.clone()));
+        let p = Provider::new(step, opts.faults, ledger.clone());
+        b = b.reactor(if opts.bugs.double_apply {
+            p.applying_twice()
+        } else {
+            p
+        });
     }
     Ok(b.build()?.start_on(bus).await?)
 }

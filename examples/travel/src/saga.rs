@@ -19,6 +19,19 @@ use crate::domain::{Booking, Step, TripRequested, Verb};
 pub struct TripSaga {
     /// How long a provider may take.
     pub step_timeout: Duration,
+    /// A deliberate bug for the chaos suite's own tests: this step is issued without its
+    /// compensation, so a trip that fails after it keeps the booking.
+    pub forget_compensation_of: Option<Step>,
+}
+
+impl TripSaga {
+    /// The saga with `step_timeout` per step.
+    pub fn new(step_timeout: Duration) -> Self {
+        Self {
+            step_timeout,
+            forget_compensation_of: None,
+        }
+    }
 }
 
 /// Saga state.
@@ -51,14 +64,15 @@ impl TripSaga {
         let ty = self.command(*step)?;
         let mut undo = booking;
         undo.note = format!("cancel {}-{}", step.as_str().to_uppercase(), undo.trip);
-        let mut effect = Effect::confirmed_by(step.ty(Verb::Done))
-            .failed_by(step.ty(Verb::Failed))
-            .compensate_with_raw(
+        let mut effect = Effect::confirmed_by(step.ty(Verb::Done)).failed_by(step.ty(Verb::Failed));
+        if self.forget_compensation_of != Some(*step) {
+            effect = effect.compensate_with_raw(
                 step.ty(Verb::Cancel),
                 encode(&undo)?,
                 Some(step.ty(Verb::Cancelled)),
-            )
-            .deadline(self.step_timeout);
+            );
+        }
+        let mut effect = effect.deadline(self.step_timeout);
         if *step == Step::Payment {
             effect = effect.failed_by(Vetoed::event_type());
         }
