@@ -55,7 +55,8 @@ pub(crate) struct NodeArgs {
     pub(crate) no_coordination: bool,
     /// Deliberate bugs, for testing the chaos suite's checker (travel only):
     /// `double-apply` (providers apply every booking twice), `forget-compensation` (the saga
-    /// issues the hotel step without its compensation).
+    /// issues the hotel step without its compensation), `ignore-fencing` (commits are not
+    /// fenced and a lost lease does not stop a partition).
     #[arg(long, hide = true, value_enum, value_delimiter = ',')]
     pub(crate) bug: Vec<Bug>,
 }
@@ -65,6 +66,7 @@ pub(crate) struct NodeArgs {
 pub(crate) enum Bug {
     DoubleApply,
     ForgetCompensation,
+    IgnoreFencing,
 }
 
 pub(crate) fn bus_config(
@@ -103,6 +105,7 @@ async fn start(args: &NodeArgs, dir: PathBuf) -> anyhow::Result<RunningNode> {
             opts.bugs = choreo_example_travel::Bugs {
                 double_apply: args.bug.contains(&Bug::DoubleApply),
                 forget_compensation: args.bug.contains(&Bug::ForgetCompensation),
+                ignore_fencing: args.bug.contains(&Bug::IgnoreFencing),
             };
             choreo_example_travel::node(cfg, &opts).await?
         }

@@ -140,3 +140,32 @@ async fn node_faults_and_injections_on_one_server_leave_every_invariant_holding(
     assert!(report["outcomes"]["completed"].as_u64().unwrap_or(0) > 0);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_ignores_fencing_fails_the_run_on_fencing() -> Result<()> {
+    // Paused or cut off past its lease, the node wakes up still processing its partitions and
+    // commits unfenced over the new owner's commits.
+    let (out, violated, _) = chaos(&[
+        "--servers",
+        "1",
+        "--nodes",
+        "2",
+        "--kinds",
+        "pause-node,cut",
+        "--per-kind",
+        "2",
+        "--duration",
+        "24",
+        "--seed",
+        "9",
+        "--node-arg=--bug=ignore-fencing",
+    ])
+    .await?;
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        violated.contains("fencing"),
+        "{violated:?}\n{}",
+        stdout(&out)
+    );
+    Ok(())
+}

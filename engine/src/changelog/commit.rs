@@ -57,7 +57,7 @@ impl Changelog {
             if let Some(t) = expires {
                 headers.insert(NATS_MESSAGE_TTL, t.as_str());
             }
-            if i + 1 == last {
+            if i + 1 == last && !self.unfenced {
                 headers.insert(
                     NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
                     expected.to_string().as_str(),

@@ -68,6 +68,9 @@ pub struct Changelog {
     timeout: Duration,
     /// How long the record of an ended instance is kept (per-message TTL); `None`: forever.
     ended_ttl: Option<Duration>,
+    /// Test-only: commit without the head's expected sequence (see
+    /// `NodeBuilder::ignore_fencing_for_tests`).
+    unfenced: bool,
 }
 
 impl Changelog {
@@ -78,8 +81,17 @@ impl Changelog {
             root: bus.subjects().root().to_owned(),
             timeout: bus.config().request_timeout,
             ended_ttl: None,
+            unfenced: false,
             bus: bus.clone(),
         }
+    }
+
+    /// **Test-only**: commits no longer check the partition's head, so a fenced owner's
+    /// commit lands (what the chaos suite's fencing invariant must catch).
+    #[doc(hidden)]
+    pub fn unfenced_for_tests(mut self, on: bool) -> Self {
+        self.unfenced = on;
+        self
     }
 
     /// Keep the record of an ended instance `retention` after its last change, then let

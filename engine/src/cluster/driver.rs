@@ -86,6 +86,8 @@ pub(crate) struct Ownership {
     host: Arc<dyn PartitionHost>,
     held: BTreeMap<u16, Held>,
     started_ms: i64,
+    /// Test-only: a lost or expired lease does not stop the partition's processor.
+    ignore_lease_loss: bool,
 }
 
 impl Ownership {
@@ -106,7 +108,27 @@ impl Ownership {
             host,
             held: BTreeMap::new(),
             started_ms: now_ms(),
+            ignore_lease_loss: false,
         })
+    }
+
+    /// **Test-only** (`NodeBuilder::ignore_fencing_for_tests`): keep processing partitions
+    /// whose lease was lost or not renewed in time.
+    pub(crate) fn ignoring_lease_loss_for_tests(mut self, on: bool) -> Self {
+        self.ignore_lease_loss = on;
+        self
+    }
+
+    async fn lose(&mut self, p: u16) {
+        self.held.remove(&p);
+        if self.ignore_lease_loss {
+            error!(
+                partition = p,
+                "lease lost, processor kept running (ignore_fencing_for_tests)"
+            );
+        } else {
+            self.host.stop(p, true).await;
+        }
     }
 
     /// Tick every third of the TTL until `stop`, then leave: stop every processor gracefully,
@@ -222,8 +244,7 @@ impl Ownership {
                         partition = p,
                         "lease not renewed within its TTL; stopping the partition"
                     );
-                    self.held.remove(&p);
-                    self.host.stop(p, true).await;
+                    self.lose(p).await;
                 }
                 Action::Release(p) => releases.push(p),
                 Action::Renew(p) => self.renew(p).await,
@@ -343,8 +364,7 @@ impl Ownership {
                     partition = p,
                     "lease lost to another node; stopping the partition"
                 );
-                self.held.remove(&p);
-                self.host.stop(p, true).await;
+                self.lose(p).await;
             }
             Err(e) => warn!(partition = p, error = %e, "lease renewal failed; retrying"),
         }

@@ -34,6 +34,7 @@ pub struct NodeBuilder {
     external: BTreeSet<String>,
     coordination: bool,
     stall_grace: Duration,
+    ignore_fencing: bool,
     errors: Vec<String>,
 }
 
@@ -46,6 +47,7 @@ impl Default for NodeBuilder {
             external: BTreeSet::new(),
             coordination: true,
             stall_grace: DEFAULT_STALL_GRACE,
+            ignore_fencing: false,
             bus: None,
             hosts: Vec::new(),
             sagas: Vec::new(),
@@ -145,6 +147,15 @@ impl NodeBuilder {
     /// in the topology registry and its partitions check their correlations' waits.
     pub fn coordination(mut self, on: bool) -> Self {
         self.coordination = on;
+        self
+    }
+
+    /// **Breaks the engine's central guarantee; for testing checkers only** (the chaos suite's
+    /// `choreo node --bug ignore-fencing`): commits are not fenced on the partition's head, and
+    /// a partition whose lease was lost or not renewed in time keeps its processor running.
+    #[doc(hidden)]
+    pub fn ignore_fencing_for_tests(mut self, on: bool) -> Self {
+        self.ignore_fencing = on;
         self
     }
 
@@ -303,6 +314,7 @@ impl NodeBuilder {
             external: self.external,
             coordination: self.coordination,
             stall_grace: self.stall_grace,
+            ignore_fencing: self.ignore_fencing,
         })
     }
 }

@@ -62,6 +62,7 @@ pub struct Node {
     external: BTreeSet<String>,
     coordination: bool,
     stall_grace: Duration,
+    ignore_fencing: bool,
 }
 
 impl std::fmt::Debug for Node {
@@ -143,7 +144,9 @@ impl Node {
         let mut running = RunningNode {
             bus: bus.clone(),
             metrics: metrics.clone(),
-            changelog: Changelog::new(&bus).with_retention(self.retention),
+            changelog: Changelog::new(&bus)
+                .with_retention(self.retention)
+                .unfenced_for_tests(self.ignore_fencing),
             node_id,
             store: None,
             processors: None,
@@ -258,7 +261,8 @@ impl Node {
             self.lease_ttl,
             Arc::clone(&processors) as Arc<dyn crate::cluster::PartitionHost>,
         )
-        .await?;
+        .await?
+        .ignoring_lease_loss_for_tests(self.ignore_fencing);
         let (stop_ownership, ownership_rx) = signal::channel(false);
         running.ownership = Some((stop_ownership, tokio::spawn(ownership.run(ownership_rx))));
         info!(

@@ -83,6 +83,8 @@ pub struct Bugs {
     pub double_apply: bool,
     /// The saga issues the hotel step without its compensation.
     pub forget_compensation: bool,
+    /// The node commits unfenced and keeps partitions whose lease it lost.
+    pub ignore_fencing: bool,
 }
 
 impl TravelOptions {
@@ -165,6 +167,7 @@ pub async fn node(cfg: BusConfig, opts: &TravelOptions) -> anyhow::Result<Runnin
         .lease_ttl(opts.lease_ttl)
         .retention(opts.retention)
         .coordination(opts.coordination)
+        .ignore_fencing_for_tests(opts.bugs.ignore_fencing)
         .dry_run(opts.dry_run)
         .register::<TripRequested>()
         .saga(TripSaga {
