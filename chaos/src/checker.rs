@@ -23,9 +23,9 @@ pub const INVARIANTS: [(&str, &str); 9] = [
     ("stuck", "every started saga reached a terminal state after the heal"),
     ("leaked", "no confirmed effect of a saga that did not complete without its compensation after it; nothing of a completed saga undone"),
     ("duplicates", "no event id twice on the log; no decided event or answer twice per correlation"),
-    ("order", "compensations sent in reverse order of their steps"),
+    ("order", "steps confirmed before compensation began are compensated in reverse order (an undo on a late answer's arrival excepted)"),
     ("lost", "every start event JetStream acked is on the log and has an instance"),
-    ("fencing", "no two owners committed a partition at the same epoch"),
+    ("fencing", "one owner per partition and epoch; epochs never go down as commits go up; nothing past a partition's head"),
     ("replay", "every ended instance replays identical from the log"),
     ("dlq", "only the injected poison is in the DLQ, each with its expected reason"),
     ("crashed", "no node exited unless the suite stopped it"),
@@ -568,8 +568,15 @@ async fn replay(
             left += 1;
             continue;
         }
-        if let Some(diff) = replayer(&view.bus, r).await? {
-            a.push(Anomaly::new("replay", Some(&r.correlation), diff));
+        match replayer(&view.bus, r).await {
+            Ok(None) => {}
+            Ok(Some(diff)) => a.push(Anomaly::new("replay", Some(&r.correlation), diff)),
+            // Reading the history failed (the checker's own reads, not the system under
+            // test): counted with those left out, not as a divergence.
+            Err(_) => {
+                left += 1;
+                continue;
+            }
         }
         done += 1;
     }

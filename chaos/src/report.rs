@@ -208,7 +208,10 @@ impl Report {
             "\ninvariants (log: {events} events, changelog: {records} instances, DLQ: {dlq}; replayed {}{})",
             self.verdict.replayed.0,
             if self.verdict.replayed.1 > 0 {
-                format!(", {} left out by the budget", self.verdict.replayed.1)
+                format!(
+                    ", {} left out by the budget or a failed read",
+                    self.verdict.replayed.1
+                )
             } else {
                 String::new()
             }

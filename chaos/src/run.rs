@@ -21,6 +21,8 @@ use crate::workload::{follow_ends, Generator, Ops, Workload};
 const QUIET: Duration = Duration::from_secs(2);
 /// How often quiescence is polled.
 const POLL: Duration = Duration::from_millis(500);
+/// How often quiescence reads the changelog (every instance) once the log is still.
+const CHANGELOG_POLL: Duration = Duration::from_secs(5);
 /// The longest takeover waited for.
 const TAKEOVER_MAX: Duration = Duration::from_secs(60);
 
@@ -373,11 +375,16 @@ pub async fn run(s: Scenario) -> Result<Report, ChaosError> {
     })
 }
 
-/// Wait until every durable consumer of the events stream has nothing pending or unacked and
-/// the log's last sequence held still for [`QUIET`], or `max` passed; true when quiescent.
+/// Wait until every durable consumer of the events stream has nothing pending or unacked, the
+/// log's last sequence held still for [`QUIET`], and no instance of the changelog is still
+/// running or compensating (a pending timer fires into a still log: stillness alone is not
+/// the end), or `max` passed; true when quiescent. The changelog is read at most every
+/// [`CHANGELOG_POLL`].
 async fn quiesce(bus: &Bus, max: Duration) -> bool {
     let until = Instant::now() + max;
+    let log = choreo::Changelog::new(bus);
     let mut still_since: Option<(u64, Instant)> = None;
+    let mut last_read: Option<Instant> = None;
     while Instant::now() < until {
         if let Ok(st) = bus.stats().await {
             let idle = st
@@ -387,8 +394,16 @@ async fn quiesce(bus: &Bus, max: Duration) -> bool {
             let last = st.events.last_sequence;
             match still_since {
                 Some((seq, since)) if seq == last && idle => {
-                    if since.elapsed() >= QUIET {
-                        return true;
+                    let due = last_read.is_none_or(|t| t.elapsed() >= CHANGELOG_POLL);
+                    if since.elapsed() >= QUIET && due {
+                        last_read = Some(Instant::now());
+                        let ended = log
+                            .list(None, None)
+                            .await
+                            .is_ok_and(|rs| rs.iter().all(|r| r.status.is_terminal()));
+                        if ended {
+                            return true;
+                        }
                     }
                 }
                 _ => still_since = Some((last, Instant::now())),
