@@ -23,7 +23,7 @@ pub const INVARIANTS: [(&str, &str); 9] = [
     ("stuck", "every started saga reached a terminal state after the heal"),
     ("leaked", "no confirmed effect of a saga that did not complete without its compensation after it; nothing of a completed saga undone"),
     ("duplicates", "no event id twice on the log; no decided event or answer twice per correlation"),
-    ("order", "steps confirmed before compensation began are compensated in reverse order (an undo on a late answer's arrival excepted)"),
+    ("order", "the compensations sent when compensation began are in reverse order of their steps (later undos of late answers excepted)"),
     ("lost", "every start event JetStream acked is on the log and has an instance"),
     ("fencing", "one owner per partition and epoch; epochs never go down as commits go up; nothing past a partition's head"),
     ("replay", "every ended instance replays identical from the log"),
@@ -380,32 +380,32 @@ fn effects(view: &LogView, exp: &Expectations, a: &mut Vec<Anomaly>) {
                 }
             }
         }
-        // Order: the steps confirmed before compensation began, by their first compensation,
-        // are the reverse of the same steps by their first request. A step confirmed later
-        // (a late answer) is compensated when its answer comes, whatever the order: `leaked`
-        // checks that it was.
-        let began = exp
+        // Order: the compensations the saga sent when it began compensating (those sharing
+        // the first compensation's cause: the failing input) are, by step, the reverse of the
+        // same steps' requests. A compensation with another cause undoes an effect the saga
+        // learned of, or gave up waiting for, later (a late confirmation; an unknown outcome
+        // past its grace), whatever the order: `leaked` checks that it was undone.
+        let firsts: Vec<(usize, u64)> = exp
             .effects
             .iter()
-            .filter_map(|fx| first(&fx.compensate))
-            .min();
+            .enumerate()
+            .filter_map(|(i, fx)| first(&fx.compensate).map(|c| (i, c)))
+            .collect();
+        let opening_cause = firsts
+            .iter()
+            .map(|(_, c)| *c)
+            .min()
+            .and_then(|c| cause_of.get(&c));
         let mut asked: Vec<(u64, usize)> = Vec::new();
         let mut undo: Vec<(u64, usize)> = Vec::new();
-        for (i, fx) in exp.effects.iter().enumerate() {
-            let confirmed_first = first(&fx.confirmed);
-            let compensated_first = first(&fx.compensate);
-            // Caused by its own step's confirmation: the saga learned of the effect only after
-            // it began compensating (the answer may precede that on the log, not in its
-            // inputs), and undid it on arrival.
-            let on_arrival = compensated_first
-                .and_then(|c| cause_of.get(&c))
-                .and_then(|cause| type_of.get(cause))
-                .is_some_and(|t| t == fx.confirmed.as_str());
-            let eligible =
-                !on_arrival && matches!((confirmed_first, began), (Some(c), Some(b)) if c < b);
-            if let (true, Some(r), Some(c)) = (eligible, first(&fx.request), compensated_first) {
-                asked.push((r, i));
-                undo.push((c, i));
+        for (i, c) in &firsts {
+            let Some(fx) = exp.effects.get(*i) else {
+                continue;
+            };
+            let same_cause = opening_cause.is_some_and(|oc| cause_of.get(c) == Some(oc));
+            if let (true, Some(r)) = (same_cause, first(&fx.request)) {
+                asked.push((r, *i));
+                undo.push((*c, *i));
             }
         }
         asked.sort_unstable();

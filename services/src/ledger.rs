@@ -115,16 +115,34 @@ impl Ledger {
 
     /// The entry under `key`.
     pub async fn get(&self, key: &str) -> Result<Option<LedgerEntry>, ServiceError> {
-        let raw = self
-            .kv
-            .get(kv_key(key))
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        let err = |e: String| ServiceError::Kv {
+            bucket: self.bucket.clone(),
+            reason: e,
+        };
+        // From the bucket stream's leader: a KV get is a direct get, which a replica that lags
+        // may answer, and a cancellation told "no booking" leaves the booking in place.
+        let stream = self
+            .js
+            .get_stream_no_info(format!("KV_{}", self.bucket))
             .await
-            .map_err(|e| ServiceError::Kv {
-                bucket: self.bucket.clone(),
-                reason: e.to_string(),
-            })?;
-        raw.map(|b| rmp_serde::from_slice(&b).map_err(|e| ServiceError::Invalid(e.to_string())))
-            .transpose()
+            .map_err(|e| err(e.to_string()))?;
+        let subject = format!("$KV.{}.{}", self.bucket, kv_key(key));
+        let msg = match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(m) => m,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+            Err(e) => return Err(err(e.to_string())),
+        };
+        let deleted = msg
+            .headers
+            .get("KV-Operation")
+            .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+        if deleted {
+            return Ok(None);
+        }
+        rmp_serde::from_slice(&msg.payload)
+            .map(Some)
+            .map_err(|e| ServiceError::Invalid(e.to_string()))
     }
 
     /// How many effects are recorded (read fresh from the bucket's stream: the KV handle's
