@@ -86,6 +86,9 @@ pub struct LogView {
     pub records: Vec<InstanceRecord>,
     /// The latest head of every partition.
     pub heads: Vec<ChangelogEntry<PartitionHead>>,
+    /// Heads seen while the run went on, in stream order (the changelog keeps only the latest
+    /// per partition; a run follows the heads to keep the rest). Empty when nobody followed.
+    pub head_history: Vec<ChangelogEntry<PartitionHead>>,
     /// The DLQ.
     pub dead_letters: Vec<DeadLetter>,
     /// The workload's operations.
@@ -107,6 +110,7 @@ impl LogView {
             events,
             records,
             heads,
+            head_history: Vec::new(),
             dead_letters,
             ops,
             injected,
@@ -181,7 +185,7 @@ pub async fn check(
     lost(view, exp, &mut a);
     duplicates(view, exp, &mut a);
     effects(view, exp, &mut a);
-    fencing(view, &mut a);
+    crate::fencing::fencing(view, &mut a);
     dlq(view, &mut a);
     for c in crashes {
         a.push(Anomaly::new("crashed", None, c.clone()));
@@ -436,68 +440,6 @@ fn effects(view: &LogView, exp: &Expectations, a: &mut Vec<Anomaly>) {
                         .join(" ")
                 ),
             ));
-        }
-    }
-}
-
-fn fencing(view: &LogView, a: &mut Vec<Anomaly>) {
-    let mut by_epoch: BTreeMap<(u16, u64), BTreeSet<String>> = BTreeMap::new();
-    for r in &view.records {
-        by_epoch
-            .entry((r.partition, r.epoch))
-            .or_default()
-            .insert(r.owner.clone());
-    }
-    for h in &view.heads {
-        by_epoch
-            .entry((h.value.partition, h.value.epoch))
-            .or_default()
-            .insert(h.value.owner.clone());
-    }
-    for ((p, e), owners) in by_epoch {
-        if owners.len() > 1 {
-            a.push(Anomaly::new(
-                "fencing",
-                None,
-                format!("partition {p} epoch {e} committed by {owners:?}"),
-            ));
-        }
-    }
-    // A fenced owner's write: epochs never go down as commits go up in a partition, one
-    // commit number has one epoch, and nothing is past its partition's head.
-    let mut by_part: BTreeMap<u16, Vec<&InstanceRecord>> = BTreeMap::new();
-    for r in &view.records {
-        by_part.entry(r.partition).or_default().push(r);
-    }
-    for (p, mut rs) in by_part {
-        rs.sort_by_key(|r| (r.commit, r.epoch));
-        for w in rs.windows(2) {
-            let (x, y) = (w[0], w[1]);
-            if x.epoch > y.epoch || (x.commit == y.commit && x.epoch != y.epoch) {
-                a.push(Anomaly::new(
-                    "fencing",
-                    Some(&y.correlation),
-                    format!(
-                        "partition {p}: commit {} at epoch {} ({}) and commit {} at epoch {} ({})",
-                        x.commit, x.epoch, x.owner, y.commit, y.epoch, y.owner
-                    ),
-                ));
-            }
-        }
-        if let Some(h) = view.heads.iter().find(|h| h.value.partition == p) {
-            for r in rs
-                .iter()
-                .filter(|r| r.commit > h.value.commit || r.epoch > h.value.epoch)
-            {
-                a.push(Anomaly::new(
-                    "fencing",
-                    Some(&r.correlation),
-                    format!(
-                        "partition {p}: record of commit {} epoch {} past the head (commit {} epoch {})",
-                        r.commit, r.epoch, h.value.commit, h.value.epoch
-                    ),
-                ));
-            }
         }
     }
 }

@@ -5,12 +5,13 @@
 //!
 //! Layers, lowest first: [`rng`] and [`schedule`] (pure: a seed is a schedule), [`proxy`] (the
 //! TCP proxy every node connects through), [`topology`] (servers, proxies, node processes),
-//! [`nemesis`] (applies and heals faults), [`workload`], [`checker`] (invariants) and
+//! [`nemesis`] (applies and heals faults), [`workload`], [`checker`] (invariants; [`fencing`] its own file) and
 //! [`travel`] (the built-in scenario), [`report`] and [`svg`], then [`scenario`] and [`run`]
 //! (the phases: warm-up, faults, heal, quiescence, check).
 
 pub mod checker;
 pub mod error;
+pub mod fencing;
 pub mod file;
 pub mod nemesis;
 pub mod proxy;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use choreo::{Bus, BusConfig, PartitionHead, Replicas};
+use choreo::{Bus, BusConfig, ChangelogEntry, PartitionHead, Replicas};
 use futures::StreamExt;
 
 use crate::checker::{check, Expectations, Invariant, LogView};
@@ -81,7 +81,16 @@ fn ms(t0: Instant) -> u64 {
 /// Partition owners as the heads say, followed live.
 type Owners = tokio::sync::watch::Receiver<BTreeMap<u16, String>>;
 
-async fn follow_owners(bus: &Bus) -> Result<(Owners, tokio::task::JoinHandle<()>), ChaosError> {
+/// Every head the follower saw, by stream sequence: the heads' history, which the changelog
+/// itself does not keep (one value per subject). A re-opened follow (after a server fault)
+/// starts at the current heads, so heads overwritten meanwhile are missing.
+type HeadHistory = Arc<std::sync::Mutex<BTreeMap<u64, PartitionHead>>>;
+
+async fn follow_owners(
+    bus: &Bus,
+) -> Result<(Owners, HeadHistory, tokio::task::JoinHandle<()>), ChaosError> {
+    let history: HeadHistory = Arc::default();
+    let seen = Arc::clone(&history);
     use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
     let (tx, rx) = tokio::sync::watch::channel(BTreeMap::new());
     let js = bus.jetstream().clone();
@@ -109,6 +118,9 @@ async fn follow_owners(bus: &Bus) -> Result<(Owners, tokio::task::JoinHandle<()>
             if let Ok(mut msgs) = opened {
                 while let Some(Ok(m)) = msgs.next().await {
                     if let Ok(h) = rmp_serde::from_slice::<PartitionHead>(&m.payload) {
+                        if let (Ok(info), Ok(mut seen)) = (m.info(), seen.lock()) {
+                            seen.insert(info.stream_sequence, h.clone());
+                        }
                         tx.send_modify(|o| {
                             o.insert(h.partition, h.owner);
                         });
@@ -121,7 +133,7 @@ async fn follow_owners(bus: &Bus) -> Result<(Owners, tokio::task::JoinHandle<()>
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     });
-    Ok((rx, task))
+    Ok((rx, history, task))
 }
 
 /// Run `s`: start its topology, drive the workload through the schedule, heal, wait for
@@ -186,7 +198,7 @@ pub async fn run(s: Scenario) -> Result<Report, ChaosError> {
     let bus = Bus::connect(cfg).await?;
     let ops = Ops::default();
     let ends = follow_ends(bus.clone(), s.workload.saga().to_owned(), ops.clone(), t0).await?;
-    let (owners, owners_task) = follow_owners(&bus).await?;
+    let (owners, head_history, owners_task) = follow_owners(&bus).await?;
     let mut nemesis = Nemesis::new(bus.clone(), s.seed, s.workload.start_type());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let run_id = format!(
@@ -337,7 +349,18 @@ pub async fn run(s: Scenario) -> Result<Report, ChaosError> {
     ends.abort();
     owners_task.abort();
     let crashes_before = topo.crashes();
-    let view = LogView::read(&bus, ops.snapshot(), nemesis.injected.clone()).await?;
+    let mut view = LogView::read(&bus, ops.snapshot(), nemesis.injected.clone()).await?;
+    view.head_history = head_history
+        .lock()
+        .map(|h| {
+            h.iter()
+                .map(|(seq, head)| ChangelogEntry {
+                    sequence: *seq,
+                    value: head.clone(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     topo.stop_all().await?;
     let mut crashes = crashes_before;
     for c in topo.crashes() {

@@ -142,7 +142,6 @@ async fn node_faults_and_injections_on_one_server_leave_every_invariant_holding(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not reliable yet: the fencing invariant reads only the changelog's latest values, and later commits can overwrite the evidence of an unfenced one (passed 3 of 4 runs); scripts/test -p choreo-cli --test chaos -- --ignored"]
 async fn a_node_that_ignores_fencing_fails_the_run_on_fencing() -> Result<()> {
     // Paused or cut off past its lease, the node wakes up still processing its partitions and
     // commits unfenced over the new owner's commits.

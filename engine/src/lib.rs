@@ -94,7 +94,7 @@ pub use history::{CausalTree, History, HistoryEntry, NodeKind, TreeNode};
 pub use metrics::{ActorMetrics, CoordinationMetrics, Metrics, SagaGauges};
 pub use model::{
     EffectState, FaultedBy, PartitionHead, PendingEffect, PendingEvent, PendingUndo, StallKind,
-    Wait,
+    Wait, RECENT_INPUTS,
 };
 pub use node::{
     request_compensation, request_retry, run_to_end, Node, NodeBuilder, PartitionHealth,

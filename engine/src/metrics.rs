@@ -14,6 +14,9 @@ pub const ACTOR_FAILED: &str = "choreo.actor.failed";
 pub const ACTOR_RETRIED: &str = "choreo.actor.retried";
 /// Commands refused past their deadline (answered `choreo.command.expired`).
 pub const ACTOR_EXPIRED: &str = "choreo.actor.expired";
+/// Inputs a reactor skipped as copies of one it already answered (found on the log; see
+/// "Copies past the duplicate window" in ARCHITECTURE.md).
+pub const ACTOR_DUPLICATES: &str = "choreo.actor.duplicates";
 /// Saga inputs that matched no instance (a continuing event for an instance that does not
 /// exist, or no longer does), dropped with a warning.
 pub const SAGA_UNMATCHED: &str = "choreo.saga.unmatched";
@@ -59,6 +62,7 @@ pub(crate) struct ActorCounters {
     retried: AtomicU64,
     dead_lettered: AtomicU64,
     expired: AtomicU64,
+    duplicates: AtomicU64,
     unmatched: AtomicU64,
     latency: [AtomicU64; BUCKETS],
     batches: AtomicU64,
@@ -81,6 +85,9 @@ impl ActorCounters {
     }
     pub(crate) fn expired(&self) {
         self.expired.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn duplicate(&self) {
+        self.duplicates.fetch_add(1, Ordering::Relaxed);
     }
     pub(crate) fn unmatched(&self) {
         self.unmatched.fetch_add(1, Ordering::Relaxed);
@@ -112,6 +119,7 @@ impl ActorCounters {
             retried: self.retried.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             expired: self.expired.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
             unmatched: self.unmatched.load(Ordering::Relaxed),
             latency_buckets: buckets,
             batches: self.batches.load(Ordering::Relaxed),
@@ -138,6 +146,8 @@ pub struct ActorMetrics {
     pub dead_lettered: u64,
     /// [`ACTOR_EXPIRED`]
     pub expired: u64,
+    /// [`ACTOR_DUPLICATES`]
+    pub duplicates: u64,
     /// [`SAGA_UNMATCHED`]
     pub unmatched: u64,
     /// [`ACTOR_HANDLER_LATENCY`]: count per bucket; bucket `i` holds latencies in

@@ -466,3 +466,77 @@ async fn competing_instances_share_one_consumer() -> Result<()> {
     assert_eq!(calls.load(Ordering::SeqCst), 40);
     Ok(())
 }
+
+/// Counts its calls and answers each input with one output.
+struct Counting {
+    calls: Arc<AtomicU32>,
+}
+impl Reactor for Counting {
+    fn name(&self) -> &str {
+        "counting"
+    }
+    fn consumes(&self) -> Vec<EventType> {
+        vec![Start::event_type()]
+    }
+    fn emits(&self) -> Vec<EventType> {
+        vec![End::event_type()]
+    }
+    async fn react(&self, e: &Event, ctx: &mut ReactContext) -> Result<(), ReactError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let input: Start = e.decode()?;
+        ctx.emit(&End { n: input.n + 1 })?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_stored_past_the_duplicate_window_is_not_handled_again() -> Result<()> {
+    let h = Harness::start().await?;
+    let calls = Arc::new(AtomicU32::new(0));
+    let node = Node::builder()
+        .bus(h.config()?)
+        .reactor(Counting {
+            calls: calls.clone(),
+        })
+        .build()?
+        .start()
+        .await?;
+    let js = async_nats::jetstream::new(async_nats::connect(h.server.url()).await?);
+    let c = corr("copied-1");
+    let subject = h.bus.subjects().event(
+        choreo::schemas::partition_of(&c, h.partitions),
+        &c,
+        &Start::event_type(),
+    );
+    // An event ten minutes old, as a producer's retry long after its first publish would be:
+    // the server's duplicate window (2 min) no longer covers the copy or its answer.
+    let mut original = Event::root("urn:test", c.clone(), &Start { n: 1 })?;
+    original.time -= time::Duration::minutes(10);
+    let publish = |msg_id: &'static str| {
+        let mut headers = headers_of(&original);
+        headers.insert("Nats-Msg-Id", msg_id);
+        js.publish_with_headers(subject.clone(), headers, original.data.clone().into())
+    };
+    publish("first").await?.await?;
+    wait_events(&h.bus, &h.bus.subjects().type_filter(&End::event_type()), 1).await?;
+    publish("copy").await?.await?;
+    let metrics = node.metrics().clone();
+    common::wait_until("the copy is recognised", || {
+        let m = metrics.snapshot("counting");
+        async move { Ok(m.duplicates == 1) }
+    })
+    .await?;
+    node.shutdown().await?;
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the handler ran once");
+    let history = h.bus.history(&c).await?;
+    let types: Vec<String> = history
+        .iter()
+        .filter_map(|s| s.event.as_ref().ok().map(|e| e.ty.to_string()))
+        .collect();
+    assert_eq!(
+        types,
+        ["test.start.v1", "test.end.v1", "test.start.v1"],
+        "both copies are on the log, one answer"
+    );
+    Ok(())
+}

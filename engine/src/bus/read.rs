@@ -191,7 +191,7 @@ impl Bus {
             .get_stream_no_info(stream)
             .await
             .map_err(|e| BusError::js(what(), e))?;
-        let mut consumer = stream
+        let consumer = stream
             .create_consumer(OrderedConfig {
                 filter_subjects: filters.clone(),
                 deliver_policy,
@@ -199,10 +199,26 @@ impl Bus {
             })
             .await
             .map_err(|e| BusError::js(what(), e))?;
+        let name = consumer.cached_info().name.clone();
+        let read = self.drain_snapshot(consumer, &what()).await;
+        // A snapshot read's consumer is done: delete it now rather than leave it to expire
+        // (a server limits consumers per stream; many reads in a row would reach it). Best
+        // effort: an ordered consumer that re-created itself mid-read expires on its own.
+        if let Err(e) = stream.delete_consumer(&name).await {
+            tracing::debug!(consumer = %name, error = %e, "cannot delete a read's consumer");
+        }
+        read
+    }
+
+    async fn drain_snapshot(
+        &self,
+        mut consumer: async_nats::jetstream::consumer::Consumer<OrderedConfig>,
+        what: &str,
+    ) -> Result<Vec<RawStored>, BusError> {
         let pending = consumer
             .info()
             .await
-            .map_err(|e| BusError::js(what(), e))?
+            .map_err(|e| BusError::js(what.to_owned(), e))?
             .num_pending;
         let mut out = Vec::with_capacity(usize::try_from(pending).unwrap_or(0));
         if pending == 0 {
@@ -211,15 +227,17 @@ impl Bus {
         let mut messages = consumer
             .messages()
             .await
-            .map_err(|e| BusError::js(what(), e))?;
+            .map_err(|e| BusError::js(what.to_owned(), e))?;
         let idle = self.config().request_timeout.max(Duration::from_secs(1));
         while out.len() < usize::try_from(pending).unwrap_or(usize::MAX) {
             let next = tokio::time::timeout(idle, messages.next())
                 .await
-                .map_err(|_| BusError::js(what(), "timed out waiting for stored messages"))?;
+                .map_err(|_| {
+                    BusError::js(what.to_owned(), "timed out waiting for stored messages")
+                })?;
             let Some(msg) = next else { break };
-            let msg = msg.map_err(|e| BusError::js(what(), e))?;
-            let info = msg.info().map_err(|e| BusError::js(what(), e))?;
+            let msg = msg.map_err(|e| BusError::js(what.to_owned(), e))?;
+            let info = msg.info().map_err(|e| BusError::js(what.to_owned(), e))?;
             let sequence = info.stream_sequence;
             let remaining = info.pending;
             out.push(RawStored {

@@ -136,6 +136,7 @@ mod tests {
             timers: Default::default(),
             waits: Vec::new(),
             watermark: applied,
+            recent_inputs: Vec::new(),
             applied,
             reason: None,
             faulted_by: None,

@@ -2,10 +2,12 @@
 //! admit it, read its metadata, keep it alive while working, dead-letter it.
 
 mod admit;
+mod copies;
 mod dead_lettered;
 mod deadline;
 
 pub(crate) use admit::{admit, Delivery, Limits};
+pub(crate) use copies::{already_answered, maybe_past_window};
 pub use dead_lettered::{CommandDeadLettered, COMMAND_DEAD_LETTERED};
 pub(crate) use deadline::is_expired;
 pub use deadline::{CommandExpired, COMMAND_EXPIRED};

@@ -10,7 +10,9 @@ mod wait;
 pub(crate) use effect::Answer;
 pub use effect::{EffectState, PendingEffect, PendingUndo};
 pub use head::PartitionHead;
-pub use record::{Compensation, FaultedBy, InstanceRecord, PendingEvent, SagaStatus};
+pub use record::{
+    Compensation, FaultedBy, InstanceRecord, PendingEvent, SagaStatus, RECENT_INPUTS,
+};
 pub use transition::TimerEntry;
 pub(crate) use transition::{TimerChange, Transition};
 pub use wait::{StallKind, Wait};

@@ -101,6 +101,9 @@ pub struct FaultedBy {
     pub waits: Vec<Wait>,
 }
 
+/// How many applied input ids a record keeps to recognise copies of its inputs.
+pub const RECENT_INPUTS: usize = 64;
+
 /// The stored record of one saga instance.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceRecord {
@@ -131,6 +134,10 @@ pub struct InstanceRecord {
     pub waits: Vec<Wait>,
     /// Stream sequence of the last applied input: inputs at or below it are skipped.
     pub watermark: u64,
+    /// Ids of the last [`RECENT_INPUTS`] events applied, oldest first: a copy of one of them
+    /// stored later under another message id (past the watermark) is skipped too.
+    #[serde(default)]
+    pub recent_inputs: Vec<choreo_schemas::EventId>,
     /// Inputs applied (events and timers).
     pub applied: u64,
     /// Why it failed or faulted.
@@ -164,6 +171,22 @@ pub struct InstanceRecord {
     /// re-publishes those of the partition's last commit (their ids deduplicate).
     #[serde(default)]
     pub outbox: Vec<PendingEvent>,
+}
+
+impl InstanceRecord {
+    /// Whether event `id` was applied to this instance (among its last [`RECENT_INPUTS`]).
+    pub fn has_applied(&self, id: &choreo_schemas::EventId) -> bool {
+        self.recent_inputs.contains(id)
+    }
+
+    /// Remember that event `id` was applied (keeping the last [`RECENT_INPUTS`]).
+    pub(crate) fn remember_input(&mut self, id: choreo_schemas::EventId) {
+        if self.recent_inputs.len() >= RECENT_INPUTS {
+            let excess = self.recent_inputs.len() + 1 - RECENT_INPUTS;
+            self.recent_inputs.drain(..excess);
+        }
+        self.recent_inputs.push(id);
+    }
 }
 
 /// An event decided by a saga and not yet known to be on the log: its CloudEvents headers and

@@ -24,6 +24,7 @@ use super::Reactor;
 use crate::bus::wire::decode_event;
 use crate::bus::{Bus, DlqReason};
 use crate::delivery::{admit, Delivery, Limits, COMMAND_DEAD_LETTERED, COMMAND_EXPIRED};
+use crate::delivery::{already_answered, maybe_past_window};
 use crate::delivery::{
     dead_letter, delivery_info, nak_later, open_pull, panic_message, with_progress, PullConsumer,
 };
@@ -92,12 +93,16 @@ impl<R: Reactor> Hosted for ReactorHost<R> {
         Box::pin(async move {
             let consumer =
                 ensure_consumer(&env.bus, &self.name, &self.consumes, &env.settings).await?;
+            // What answers an input: what the reactor emits, or the runtime's expiry notice.
+            let mut answers: Vec<EventType> = self.emits.iter().cloned().collect();
+            answers.extend(EventType::new(COMMAND_EXPIRED).ok());
             let driver = Arc::new(Driver {
                 reactor: Arc::clone(&self.reactor),
                 name: self.name.clone(),
                 source: format!("/actors/{}", self.name).into(),
                 consumes: Arc::clone(&self.consumes),
                 emits: Arc::clone(&self.emits),
+                answers,
                 retry: self.retry.clone(),
                 atomic: self.atomic,
                 env,
@@ -149,6 +154,8 @@ struct Driver<R: Reactor> {
     source: Arc<str>,
     consumes: Arc<BTreeSet<EventType>>,
     emits: Arc<BTreeSet<EventType>>,
+    /// The types that answer an input (see [`Driver::answered_before`]).
+    answers: Vec<EventType>,
     retry: RetryPolicy,
     atomic: bool,
     env: DriverEnv,
@@ -247,6 +254,13 @@ impl<R: Reactor> Driver<R> {
             attempt = tracing::field::Empty,
         );
         crate::telemetry::set_parent(&span, event.traceparent.as_ref());
+        if self
+            .answered_before(&msg, &event)
+            .instrument(span.clone())
+            .await
+        {
+            return;
+        }
         if crate::delivery::is_expired(&event, time::OffsetDateTime::now_utc()) {
             // Past its deadline: never run the handler; tell the issuer instead.
             let _enter = span.enter();
@@ -266,6 +280,35 @@ impl<R: Reactor> Driver<R> {
             return;
         }
         self.handle(&msg, event).instrument(span).await;
+    }
+
+    /// Whether `msg` is a copy of an input this reactor already answered, stored again past the
+    /// duplicate window (then it is acked and counted, and not handled again). Asks the log only
+    /// for inputs old enough for that to be possible (see `delivery::copies`). When the log
+    /// cannot be read, the input is handed back for later (true).
+    async fn answered_before(&self, msg: &Message, event: &Event) -> bool {
+        let now = time::OffsetDateTime::now_utc();
+        let stored = msg.info().map_or(now, |i| i.published);
+        let window = self.env.bus.config().duplicate_window;
+        if !maybe_past_window(event.time, stored, now, window) {
+            return false;
+        }
+        match already_answered(&self.env.bus, event, &self.source, &self.answers).await {
+            Ok(false) => false,
+            Ok(true) => {
+                self.env.counters.duplicate();
+                info!("a copy of an input already answered: not handled again");
+                if let Err(e) = msg.ack().await {
+                    warn!(error = %e, "ack failed; the copy may be delivered again");
+                }
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot ask the log whether this input was answered; retrying later");
+                nak_later(msg).await;
+                true
+            }
+        }
     }
 
     async fn dead_letter(&self, msg: &Message, reason: DlqReason, attempts: u32) {

@@ -34,7 +34,7 @@ pub(crate) enum SagaInput<'a> {
 pub(crate) enum Skip {
     /// A continuing event for an instance that does not exist (choreography is noisy).
     NoInstance,
-    /// At or below the instance's watermark: already applied.
+    /// At or below the instance's watermark, or a copy of an input it applied: already applied.
     Duplicate,
     /// The instance already ended.
     Terminal,
@@ -137,7 +137,9 @@ pub(crate) fn decide<S: Saga>(
     }
     let mut started = false;
     let mut record = match (existing, input) {
-        (Some(r), SagaInput::Event { seq, .. }) if seq <= r.watermark => {
+        (Some(r), SagaInput::Event { seq, event, .. })
+            if seq <= r.watermark || r.has_applied(&event.id) =>
+        {
             return Decision::Skip(Skip::Duplicate)
         }
         (Some(r), _) if r.status.has_ended() => return settle::settle(meta, r, instance, input),
@@ -442,6 +444,7 @@ fn new_record<S: Saga>(
         timers: Default::default(),
         waits: Vec::new(),
         watermark: 0,
+        recent_inputs: Vec::new(),
         applied: 0,
         reason: None,
         faulted_by: None,
@@ -463,6 +466,7 @@ fn new_record<S: Saga>(
 pub(crate) fn advance(record: &mut InstanceRecord, input: SagaInput<'_>, now: OffsetDateTime) {
     if let SagaInput::Event { event, seq, .. } = input {
         record.watermark = seq;
+        record.remember_input(event.id);
         record.last_event = event.id.to_string();
         record.last_depth = event.depth;
         record.last_trace = event.traceparent.map(|t| t.to_string());
@@ -602,6 +606,43 @@ mod tests {
             },
         );
         assert_eq!(orphan, Decision::Skip(Skip::NoInstance));
+    }
+
+    #[test]
+    fn a_copy_of_an_applied_input_stored_later_is_skipped() {
+        let s = slip();
+        let m = meta(&s);
+        let mut run = Run {
+            record: None,
+            emitted: Vec::new(),
+            seq: 0,
+        };
+        let start = event("trip.requested.v1");
+        assert!(matches!(run.send(&s, &m, &start), Decision::Commit(_)));
+        let id = SagaId::new("t1").expect("valid");
+        // The same event (same id) stored again far past the watermark, as a producer's
+        // retry under a new message id past the duplicate window would be.
+        let copy = decide(
+            &s,
+            &m,
+            run.record.clone(),
+            &id,
+            SagaInput::Event {
+                event: &start,
+                seq: 1_000,
+                at_ms: 1_000,
+            },
+        );
+        assert_eq!(copy, Decision::Skip(Skip::Duplicate));
+        // Only the last RECENT_INPUTS ids are kept.
+        let mut r = run.record.clone().expect("a record");
+        let first = start.id;
+        assert!(r.has_applied(&first));
+        for _ in 0..crate::model::RECENT_INPUTS {
+            r.remember_input(choreo_schemas::EventId::new_root());
+        }
+        assert!(!r.has_applied(&first));
+        assert_eq!(r.recent_inputs.len(), crate::model::RECENT_INPUTS);
     }
 
     #[test]

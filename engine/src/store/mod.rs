@@ -427,6 +427,7 @@ mod tests {
             timers,
             waits: Vec::new(),
             watermark: u64::from(i),
+            recent_inputs: Vec::new(),
             applied: 1,
             reason: None,
             faulted_by: None,

@@ -163,12 +163,13 @@ pub(super) fn record_latency(name: &'static str, actor: &str, d: Duration) {
 pub fn register_node_metrics(node_metrics: &Metrics, store: Option<Store>) {
     let meter = opentelemetry::global::meter("choreo");
     type Pick = fn(&crate::metrics::ActorMetrics) -> u64;
-    let counters: [(&'static str, Pick); 8] = [
+    let counters: [(&'static str, Pick); 9] = [
         (metrics::ACTOR_HANDLED, |m| m.handled),
         (metrics::ACTOR_FAILED, |m| m.failed),
         (metrics::ACTOR_RETRIED, |m| m.retried),
         (metrics::ACTOR_DEAD_LETTERED, |m| m.dead_lettered),
         (metrics::ACTOR_EXPIRED, |m| m.expired),
+        (metrics::ACTOR_DUPLICATES, |m| m.duplicates),
         (metrics::SAGA_UNMATCHED, |m| m.unmatched),
         (metrics::SAGA_BATCHES, |m| m.batches),
         (metrics::SAGA_BATCH_INPUTS, |m| m.batch_inputs),

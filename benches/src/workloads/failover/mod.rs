@@ -146,6 +146,7 @@ fn live_record(
             stalled: None,
         }],
         watermark: 0,
+        recent_inputs: Vec::new(),
         applied: 2,
         reason: None,
         faulted_by: None,
