@@ -130,6 +130,25 @@ async fn start(args: &NodeArgs, dir: PathBuf) -> anyhow::Result<RunningNode> {
     })
 }
 
+/// How long `choreo node` keeps starting again while the cluster cannot answer.
+const START_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Whether a failed start failed because the cluster could not answer yet (no reply in time, no
+/// JetStream leader, no quorum), not because of what was asked: then starting again may work.
+fn cluster_not_ready(e: &anyhow::Error) -> bool {
+    let text = format!("{e:#}").to_lowercase();
+    [
+        "timed out",
+        "temporarily unavailable",
+        "no responders",
+        "insufficient resources",
+        "no suitable peers",
+        "jetstream not enabled",
+    ]
+    .iter()
+    .any(|p| text.contains(p))
+}
+
 pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let temp;
     let dir = match &args.data_dir {
@@ -141,7 +160,23 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("install the SIGTERM handler")?;
-    let node = start(&args, dir).await?;
+    // A node started while its cluster cannot answer (a server restarting, a leader being
+    // elected) waits for it, as a broker client would, instead of exiting.
+    let give_up = tokio::time::Instant::now() + START_RETRY_FOR;
+    let mut pause = std::time::Duration::from_millis(200);
+    let node = loop {
+        match start(&args, dir.clone()).await {
+            Ok(node) => break node,
+            Err(e) if cluster_not_ready(&e) && tokio::time::Instant::now() + pause < give_up => {
+                eprintln!(
+                    "choreo node: the cluster cannot answer yet ({e:#}); retrying in {pause:?}"
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    };
     println!(
         "{READY}: {} hosting the {:?} example on {}",
         node.node_id(),
@@ -159,4 +194,20 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
     node.shutdown().await?;
     eprintln!("choreo node: stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cluster_not_ready;
+
+    #[test]
+    fn only_a_cluster_that_cannot_answer_is_waited_for() {
+        let timed_out = anyhow::anyhow!("jetstream request timed out")
+            .context("JetStream request failed (create stream CHOREO_DLQ)");
+        assert!(cluster_not_ready(&timed_out));
+        let mismatch = anyhow::anyhow!(
+            "the log in stream CHOREO_EVENTS was created with 8 partitions, but this node is configured with 4"
+        );
+        assert!(!cluster_not_ready(&mismatch));
+    }
 }

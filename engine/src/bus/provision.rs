@@ -1,5 +1,9 @@
 //! Idempotent provisioning of the choreo streams, and the partition-count check.
 
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::jetstream::context::{CreateStreamError, CreateStreamErrorKind};
 use async_nats::jetstream::{self, stream};
 
 use crate::config::BusConfig;
@@ -108,15 +112,23 @@ pub(crate) async fn provision(js: &jetstream::Context, cfg: &BusConfig) -> Resul
         state_stream_config(cfg),
     ] {
         let name = wanted.name.clone();
-        let mut stream = js
-            .get_or_create_stream(wanted.clone())
-            .await
-            .map_err(|e| BusError::js(format!("create stream {name}"), e))?;
-        let mut info = stream
-            .info()
-            .await
-            .map_err(|e| BusError::js(format!("stream info {name}"), e))?
-            .clone();
+        let deadline = tokio::time::Instant::now() + PROVISION_RETRY_FOR;
+        let stream = retrying(&format!("create stream {name}"), deadline, || {
+            js.get_or_create_stream(wanted.clone())
+        })
+        .await?;
+        let mut info = retrying(&format!("stream info {name}"), deadline, || async {
+            stream.get_info().await.map_err(|e| {
+                let kind = match e.kind() {
+                    async_nats::jetstream::context::RequestErrorKind::TimedOut => {
+                        CreateStreamErrorKind::TimedOut
+                    }
+                    _ => CreateStreamErrorKind::Response,
+                };
+                CreateStreamError::with_source(kind, e)
+            })
+        })
+        .await?;
         if wanted.allow_message_ttl && !info.config.allow_message_ttl {
             // A changelog created before retention existed: enable per-message TTLs.
             let mut cfg = info.config.clone();
@@ -154,6 +166,50 @@ pub(crate) async fn provision(js: &jetstream::Context, cfg: &BusConfig) -> Resul
         }
     }
     Ok(())
+}
+
+/// How long a node's start keeps asking a cluster that cannot answer yet (a server restarting,
+/// a meta leader being elected) before it gives up.
+pub(crate) const PROVISION_RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// Whether a stream request failed for a reason that passes (no answer, no leader, no quorum
+/// yet) rather than for its content.
+fn transient(e: &CreateStreamError) -> bool {
+    match e.kind() {
+        CreateStreamErrorKind::TimedOut
+        | CreateStreamErrorKind::JetStreamUnavailable
+        | CreateStreamErrorKind::Response => true,
+        // 10005 no suitable peers, 10006 cluster not active, 10008 temporarily unavailable,
+        // 10023 insufficient resources (a peer not back yet).
+        CreateStreamErrorKind::JetStream(j) => {
+            j.code() == 503 || [10005, 10006, 10008, 10023].contains(&j.error_code().0)
+        }
+        _ => false,
+    }
+}
+
+/// Run `op` until it succeeds, fails for good, or `deadline` passes, with a doubling pause.
+async fn retrying<T, F, Fut>(
+    what: &str,
+    deadline: tokio::time::Instant,
+    mut op: F,
+) -> Result<T, BusError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, CreateStreamError>>,
+{
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if transient(&e) && tokio::time::Instant::now() + pause < deadline => {
+                tracing::warn!(error = %e, ?pause, "{what}: the cluster cannot answer yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(BusError::js(what.to_owned(), e)),
+        }
+    }
 }
 
 #[cfg(test)]
