@@ -540,3 +540,122 @@ async fn a_copy_stored_past_the_duplicate_window_is_not_handled_again() -> Resul
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_conforming_cloudevent_reaches_its_reactor() -> Result<()> {
+    let h = Harness::start().await?;
+    let node = Node::builder()
+        .bus(h.config()?)
+        .reactor(Step::<Start, End>::new("foreign"))
+        .build()?
+        .start()
+        .await?;
+    // A producer that knows CloudEvents and nothing of choreo: plain NATS, JSON, string ids, no
+    // correlation/causation/depth extensions (the subject names the correlation).
+    let js = async_nats::jetstream::new(async_nats::connect(h.server.url()).await?);
+    let subject_of = |c: &CorrelationId| {
+        h.bus.subjects().event(
+            choreo::schemas::partition_of(c, h.partitions),
+            c,
+            &Start::event_type(),
+        )
+    };
+    let binary = |id: &str, data: &'static str| {
+        let mut m = async_nats::HeaderMap::new();
+        for (k, v) in [
+            ("ce-specversion", "1.0"),
+            ("ce-id", id),
+            ("ce-source", "urn:python"),
+            ("ce-type", "test.start.v1"),
+            ("ce-time", "2026-12-01T10:00:00Z"),
+            ("ce-datacontenttype", "application/json; charset=utf-8"),
+            ("Nats-Msg-Id", id),
+        ] {
+            m.insert(k, v);
+        }
+        (m, bytes::Bytes::from_static(data.as_bytes()))
+    };
+    let structured = |body: &'static str| {
+        let mut m = async_nats::HeaderMap::new();
+        m.insert("Content-Type", "application/cloudevents+json");
+        (m, bytes::Bytes::from_static(body.as_bytes()))
+    };
+    let sends = [
+        ("json-binary", binary("order-1", r#"{"n":10}"#)),
+        (
+            "json-structured",
+            structured(
+                r#"{"specversion":"1.0","id":"order-2","source":"urn:python","type":"test.start.v1",
+                    "time":"2026-12-01T10:00:00Z","datacontenttype":"application/json","data":{"n":20}}"#,
+            ),
+        ),
+        ("bad-json", binary("order-3", r#"{"n": oops"#)),
+        ("bad-shape", binary("order-4", r#"{"n":"not a number"}"#)),
+        (
+            "bad-structured",
+            structured(r#"{"specversion":"1.0", "id": "#),
+        ),
+    ];
+    for (corr_id, (headers, body)) in sends {
+        let c = corr(corr_id);
+        js.publish_with_headers(subject_of(&c), headers, body)
+            .await?
+            .await?;
+    }
+    let ends = wait_events(&h.bus, &h.bus.subjects().type_filter(&End::event_type()), 2).await?;
+    let mut got: Vec<(String, u32)> = ends
+        .iter()
+        .map(|e| Ok((e.correlation.to_string(), e.decode::<End>()?.n)))
+        .collect::<Result<_>>()?;
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("json-binary".to_owned(), 11),
+            ("json-structured".to_owned(), 21)
+        ]
+    );
+    let root = h
+        .bus
+        .history(&corr("json-binary"))
+        .await?
+        .into_iter()
+        .find_map(|s| s.event.ok())
+        .ok_or_else(|| anyhow::anyhow!("the root is in the history"))?;
+    assert!(root.is_root() && root.depth == 0, "{root:?}");
+    assert_eq!(
+        ends.iter()
+            .find(|e| e.correlation.as_str() == "json-binary")
+            .map(|e| e.causation),
+        Some(root.id),
+        "the answer is caused by the foreign root"
+    );
+    let letters = wait_dead_letters(&h.bus, 3).await?;
+    let reasons: BTreeMap<String, String> = letters
+        .iter()
+        .map(|l| {
+            let c = h
+                .bus
+                .subjects()
+                .parse_event(&l.original_subject)
+                .map_or(String::new(), |(_, c, _)| c.to_owned());
+            (c, format!("{}: {}", l.reason, l.detail))
+        })
+        .collect();
+    assert!(
+        reasons["bad-json"].starts_with("invalid_envelope:")
+            && reasons["bad-json"].contains("data is not valid JSON"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons["bad-shape"].starts_with("bad_payload"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons["bad-structured"].starts_with("invalid_envelope:")
+            && reasons["bad-structured"].contains("structured event"),
+        "{reasons:?}"
+    );
+    node.shutdown().await?;
+    Ok(())
+}

@@ -521,3 +521,35 @@ async fn an_input_for_no_instance_is_counted_and_dropped() -> Result<()> {
     node.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_structured_json_start_from_another_producer_runs_the_saga() -> Result<()> {
+    let h = Harness::start().await?;
+    let dir = tempfile::tempdir()?;
+    let node = start_node(&h, dir.path(), Kind::Saga).await?;
+    let js = async_nats::jetstream::new(async_nats::connect(h.server.url()).await?);
+    let c = choreo::CorrelationId::new("trip-json")?;
+    let subject = h.bus.subjects().event(
+        choreo::schemas::partition_of(&c, h.partitions),
+        &c,
+        &common::trip::ty("trip.requested.v1"),
+    );
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Content-Type", "application/cloudevents+json");
+    // No choreo extensions and a string id: the subject gives the correlation.
+    let body = r#"{"specversion":"1.0","id":"trip-json/request","source":"urn:python",
+        "type":"trip.requested.v1","time":"2026-12-01T10:00:00Z",
+        "data":{"trip":"trip-json","scenario":"Ok"}}"#;
+    js.publish_with_headers(subject, headers, body.into())
+        .await?
+        .await?;
+    wait_until("the JSON trip completed", || async {
+        Ok(history_types(&h.bus, "trip-json")
+            .await?
+            .iter()
+            .any(|t| t == SAGA_COMPLETED))
+    })
+    .await?;
+    node.shutdown().await?;
+    Ok(())
+}

@@ -42,8 +42,8 @@ pub enum CodecError {
         #[source]
         source: rmp_serde::encode::Error,
     },
-    /// The bytes are not a valid msgpack encoding of the payload type.
-    #[error("data is not a valid msgpack {event_type}: {source}")]
+    /// The data (msgpack, or JSON turned into msgpack) does not decode as the payload type.
+    #[error("data does not decode as {event_type} (its fields and their types): {source}")]
     Decode {
         /// The event type expected.
         event_type: String,
@@ -89,9 +89,16 @@ pub enum EnvelopeError {
     /// The CloudEvents spec version is not 1.0.
     #[error("unsupported CloudEvents specversion {0:?} (expected \"1.0\")")]
     SpecVersion(String),
-    /// The data content type is not msgpack.
-    #[error("unsupported datacontenttype {0:?} (expected \"application/msgpack\")")]
+    /// The data content type is neither msgpack nor JSON.
+    #[error("unsupported datacontenttype {0:?} (expected \"application/msgpack\" or \"application/json\")")]
     ContentType(String),
+    /// The data says it is JSON and is not.
+    #[error("data is not valid JSON: {0}")]
+    Json(String),
+    /// A structured-mode event (`Content-Type: application/cloudevents+json`) whose body is not
+    /// a JSON object of CloudEvents attributes.
+    #[error("structured event is not a valid CloudEvents JSON object: {0}")]
+    Structured(String),
 }
 
 /// Looking an event type up in a registry failed.

@@ -1,4 +1,6 @@
-//! CloudEvents NATS binding, binary content mode: attributes as `ce-` headers, data as body.
+//! CloudEvents NATS binding. Binary content mode: attributes as `ce-` headers, data as body
+//! (choreo writes msgpack; it reads msgpack or JSON). Structured content mode (`Content-Type:
+//! application/cloudevents+json`, the JSON event format) is read too, by [`from_message`].
 //!
 //! Header values are percent-encoded like the CloudEvents HTTP binding: every byte outside
 //! printable ASCII, plus space, `"` and `%`, becomes `%XX` of its UTF-8 encoding.
@@ -41,6 +43,36 @@ pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
 /// JetStream de-duplication id; always equal to `ce-id`.
 pub const NATS_MSG_ID: &str = "Nats-Msg-Id";
+/// The NATS header that marks structured content mode.
+pub const CONTENT_TYPE_HEADER: &str = "Content-Type";
+/// Its value in structured mode (the JSON event format).
+pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
+/// JSON data.
+pub const JSON_CONTENT_TYPE: &str = "application/json";
+
+/// The media type of a content type, lower case, without parameters (`; charset=utf-8`).
+fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Whether a data content type is JSON (`application/json`, `text/json`, `…+json`, any
+/// parameters).
+pub fn is_json(content_type: &str) -> bool {
+    let m = media_type(content_type);
+    m == JSON_CONTENT_TYPE || m == "text/json" || m.ends_with("+json")
+}
+
+/// JSON data as the msgpack choreo's payloads decode from (maps keep their field names).
+fn json_to_msgpack(body: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| EnvelopeError::Json(e.to_string()))?;
+    rmp_serde::to_vec_named(&value).map_err(|e| EnvelopeError::Json(e.to_string()))
+}
 
 const ENCODE: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'%');
 
@@ -101,9 +133,56 @@ const KNOWN: [&str; 13] = [
     TRACESTATE,
 ];
 
-/// Decode an event from (name, value) header pairs and a body. Header names match
-/// case-insensitively; unknown headers are ignored. Never panics.
+/// Decode an event from (name, value) header pairs and a body, in either content mode (see
+/// [`from_message`]; here a missing `correlationid` is an error). Never panics.
 pub fn from_headers<'a, I>(headers: I, body: &[u8]) -> Result<Event, EnvelopeError>
+where
+    I: IntoIterator<Item = (&'a str, &'a str)>,
+{
+    from_message(headers, body, None)
+}
+
+/// Decode any conforming CloudEvent from a NATS message's headers and body:
+///
+/// - structured mode when the `Content-Type` header is `application/cloudevents+json` (the body
+///   is the JSON event format: attributes and `data`, or `data_base64`);
+/// - else binary mode: attributes as `ce-` headers (names match case-insensitively, values
+///   percent-encoded; unknown headers are ignored), data as the body.
+///
+/// Data may be msgpack or JSON (`application/json`, with or without parameters); JSON data is
+/// turned into msgpack, so typed payloads decode the same way. An `id` that is not a UUID gets
+/// a deterministic UUID ([`EventId::from_cloudevents_id`]). A root from a producer that knows
+/// nothing of choreo's extensions needs none of them: `causationid` defaults to the id,
+/// `depth` to 0, and a missing `correlationid` to `correlation` (the correlation token of the
+/// subject the message was stored under), when given. Never panics.
+pub fn from_message<'a, I>(
+    headers: I,
+    body: &[u8],
+    correlation: Option<&str>,
+) -> Result<Event, EnvelopeError>
+where
+    I: IntoIterator<Item = (&'a str, &'a str)>,
+{
+    let pairs: Vec<(&'a str, &'a str)> = headers.into_iter().collect();
+    let structured = pairs.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case(CONTENT_TYPE_HEADER) && media_type(v) == STRUCTURED_CONTENT_TYPE
+    });
+    if structured {
+        let (attributes, data) = crate::structured::to_binary(body)?;
+        return from_binary(
+            attributes.iter().map(|(k, v)| (*k, v.as_str())),
+            &data,
+            correlation,
+        );
+    }
+    from_binary(pairs, body, correlation)
+}
+
+fn from_binary<'a, I>(
+    headers: I,
+    body: &[u8],
+    fallback_correlation: Option<&str>,
+) -> Result<Event, EnvelopeError>
 where
     I: IntoIterator<Item = (&'a str, &'a str)>,
 {
@@ -135,9 +214,7 @@ where
     if spec != SPEC_VERSION {
         return Err(EnvelopeError::SpecVersion(spec));
     }
-    let id: EventId = require(ID)?
-        .parse()
-        .map_err(|e: crate::error::IdError| invalid(ID, e.to_string()))?;
+    let id = EventId::from_cloudevents_id(&require(ID)?).map_err(|e| invalid(ID, e.to_string()))?;
     let source = require(SOURCE)?;
     if source.is_empty() {
         return Err(invalid(SOURCE, "is empty".to_owned()));
@@ -145,21 +222,33 @@ where
     let ty = EventType::new(require(TYPE)?).map_err(|e| invalid(TYPE, e.to_string()))?;
     let time = OffsetDateTime::parse(&require(TIME)?, &Rfc3339)
         .map_err(|e| invalid(TIME, format!("not an RFC 3339 timestamp: {e}")))?;
-    if let Some(ct) = get(DATACONTENTTYPE)? {
-        if ct != CONTENT_TYPE {
-            return Err(EnvelopeError::ContentType(ct));
+    let data = match get(DATACONTENTTYPE)? {
+        Some(ct) if media_type(&ct) == CONTENT_TYPE => body.to_vec(),
+        Some(ct) if is_json(&ct) => json_to_msgpack(body)?,
+        Some(ct) => return Err(EnvelopeError::ContentType(ct)),
+        None => return Err(EnvelopeError::Missing(DATACONTENTTYPE)),
+    };
+    let correlation = match get(CORRELATIONID)? {
+        Some(c) => c,
+        None => fallback_correlation
+            .map(str::to_owned)
+            .ok_or(EnvelopeError::Missing(CORRELATIONID))?,
+    };
+    let correlation =
+        CorrelationId::new(correlation).map_err(|e| invalid(CORRELATIONID, e.to_string()))?;
+    let causation = match get(CAUSATIONID)? {
+        Some(c) => {
+            EventId::from_cloudevents_id(&c).map_err(|e| invalid(CAUSATIONID, e.to_string()))?
         }
-    } else {
-        return Err(EnvelopeError::Missing(DATACONTENTTYPE));
-    }
-    let correlation = CorrelationId::new(require(CORRELATIONID)?)
-        .map_err(|e| invalid(CORRELATIONID, e.to_string()))?;
-    let causation: EventId = require(CAUSATIONID)?
-        .parse()
-        .map_err(|e: crate::error::IdError| invalid(CAUSATIONID, e.to_string()))?;
-    let depth: u32 = require(DEPTH)?
-        .parse()
-        .map_err(|e| invalid(DEPTH, format!("not a non-negative integer: {e}")))?;
+        None => id,
+    };
+    let depth: u32 = get(DEPTH)?
+        .map(|d| {
+            d.parse()
+                .map_err(|e| invalid(DEPTH, format!("not a non-negative integer: {e}")))
+        })
+        .transpose()?
+        .unwrap_or(0);
     let traceparent = get(TRACEPARENT)?
         .map(|v| TraceParent::parse(&v))
         .transpose()?;
@@ -181,7 +270,7 @@ where
         traceparent,
         tracestate: get(TRACESTATE)?,
         deadline,
-        data: body.to_vec(),
+        data,
     })
 }
 
@@ -244,7 +333,8 @@ mod tests {
         };
         assert!(with(DEPTH, "-1").starts_with("header ce-depth is invalid"));
         assert!(with(SPECVERSION, "0.3").contains("specversion"));
-        assert!(with(DATACONTENTTYPE, "application/json").contains("datacontenttype"));
+        assert!(with(DATACONTENTTYPE, "application/xml").contains("datacontenttype"));
+        assert!(with(DATACONTENTTYPE, "application/json").starts_with("data is not valid JSON"));
         assert!(with(TYPE, "a b").starts_with("header ce-type is invalid"));
         assert!(with(TIME, "yesterday").starts_with("header ce-time is invalid"));
         assert!(with(SOURCE, "%FF").contains("percent-encoded"));
@@ -265,6 +355,97 @@ mod tests {
             .collect();
         let back = from_headers(upper.iter().map(|(k, v)| (k.as_str(), v.as_str())), &e.data);
         assert_eq!(back.expect("decodes"), e);
+    }
+
+    /// What a producer in another language sends: binary mode, JSON data, a non-UUID id, none
+    /// of choreo's extensions.
+    fn foreign() -> Vec<(&'static str, String)> {
+        vec![
+            (SPECVERSION, "1.0".to_owned()),
+            (ID, "order-42/1".to_owned()),
+            (SOURCE, "urn:python".to_owned()),
+            (TYPE, "order.placed.v1".to_owned()),
+            (TIME, "2026-12-01T10:00:00Z".to_owned()),
+            (
+                DATACONTENTTYPE,
+                "application/json; charset=utf-8".to_owned(),
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_foreign_root_with_json_data_decodes_as_a_root() {
+        #[derive(Debug, PartialEq, serde::Deserialize)]
+        struct Placed {
+            order: String,
+            cents: u64,
+        }
+        let body = br#"{"order":"42","cents":999}"#;
+        let h = foreign();
+        let pairs = || h.iter().map(|(k, v)| (*k, v.as_str()));
+        assert_eq!(
+            from_message(pairs(), body, None).expect_err("no correlation"),
+            EnvelopeError::Missing(CORRELATIONID)
+        );
+        let e = from_message(pairs(), body, Some("order-42")).expect("decodes");
+        assert_eq!(e.correlation.as_str(), "order-42");
+        assert!(e.is_root() && e.depth == 0);
+        let placed: Placed = crate::payload::decode_data(&e.ty, &e.data).expect("typed");
+        assert_eq!(
+            placed,
+            Placed {
+                order: "42".into(),
+                cents: 999
+            }
+        );
+        // The same string id always maps to the same id; another string to another.
+        let again = from_message(pairs(), body, Some("order-42")).expect("decodes");
+        assert_eq!(again.id, e.id);
+        assert_eq!(
+            e.id,
+            EventId::from_cloudevents_id("order-42/1").expect("valid")
+        );
+        assert_ne!(
+            e.id,
+            EventId::from_cloudevents_id("order-42/2").expect("valid")
+        );
+        assert!(EventId::from_cloudevents_id("").is_err());
+        // A UUID id stays itself.
+        let u = EventId::new_root();
+        assert_eq!(
+            EventId::from_cloudevents_id(&u.to_string()).expect("valid"),
+            u
+        );
+    }
+
+    #[test]
+    fn structured_mode_is_read_like_binary_mode() {
+        let e = sample();
+        let json = format!(
+            r#"{{"specversion":"1.0","id":"{}","source":"urn:test source/ü","type":"order.placed.v1",
+                "time":"2026-12-01T10:00:00Z","correlationid":"c-1","depth":3,"data":{{"n":1}}}}"#,
+            e.id
+        );
+        let ct = [(CONTENT_TYPE_HEADER, STRUCTURED_CONTENT_TYPE)];
+        let got = from_message(ct, json.as_bytes(), None).expect("decodes");
+        assert_eq!(got.id, e.id);
+        assert_eq!(got.source, "urn:test source/ü");
+        assert_eq!(got.depth, 3);
+        assert_eq!(
+            got.data,
+            vec![0x81, 0xa1, b'n', 0x01],
+            "JSON data as msgpack"
+        );
+        // Invalid JSON and a body that is no event are named.
+        assert!(matches!(
+            from_message(ct, b"{oops", None),
+            Err(EnvelopeError::Structured(_))
+        ));
+        let no_type = r#"{"specversion":"1.0","id":"x","source":"s","time":"2026-12-01T10:00:00Z","correlationid":"c"}"#;
+        assert_eq!(
+            from_message(ct, no_type.as_bytes(), None).expect_err("no type"),
+            EnvelopeError::Missing(TYPE)
+        );
     }
 
     fn arb_event() -> impl Strategy<Value = Event> {

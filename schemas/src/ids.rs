@@ -11,6 +11,8 @@ use crate::token::token_problem;
 
 /// Namespace of the UUID v5 ids derived for emitted events.
 const DERIVED_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6368_6f72_656f_4576_8000_0000_0000_0001);
+/// Namespace of the UUID v5 ids choreo gives events whose `id` is not a UUID.
+const EXTERNAL_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6368_6f72_656f_4576_8000_0000_0000_0002);
 
 /// The id of one event (`ce-id`, also `Nats-Msg-Id`).
 ///
@@ -36,6 +38,19 @@ impl EventId {
     /// their output ids and timer-input ids from `saga / instance / input / index` with it.
     pub fn derive(name: &str) -> Self {
         Self(Uuid::new_v5(&DERIVED_ID_NAMESPACE, name.as_bytes()))
+    }
+
+    /// The id of an event whose CloudEvents `id` is `value`: the UUID itself when it is one,
+    /// else a UUID v5 of the string in choreo's external namespace (so the same string always
+    /// gives the same id, and copies of an event are still recognised). Empty is an error.
+    pub fn from_cloudevents_id(value: &str) -> Result<Self, IdError> {
+        if value.is_empty() {
+            return Err(IdError::new("event id", value, "is empty"));
+        }
+        Ok(Uuid::parse_str(value).map_or_else(
+            |_| Self(Uuid::new_v5(&EXTERNAL_ID_NAMESPACE, value.as_bytes())),
+            Self,
+        ))
     }
 
     /// Wrap an existing UUID.

@@ -2,7 +2,8 @@
 //!
 //! The wire contract of choreo, with no I/O: the CloudEvents 1.0 [`Event`] envelope, typed ids
 //! ([`EventId`], [`CorrelationId`], [`ActorName`], [`EventType`]), typed [`Payload`]s encoded with
-//! msgpack, the binary-content-mode mapping to NATS headers ([`headers`]), the subject scheme and
+//! msgpack, the mapping to NATS messages ([`headers`]: binary content mode with msgpack or JSON
+//! data, and the JSON event format of structured mode, read alike), the subject scheme and
 //! partitioning ([`Subjects`], [`partition_of`]) and the [`EventRegistry`].
 //!
 //! ```
@@ -31,6 +32,7 @@ pub mod headers;
 mod ids;
 mod payload;
 mod registry;
+mod structured;
 mod subject;
 mod token;
 mod trace;

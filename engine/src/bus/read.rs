@@ -50,7 +50,12 @@ impl Bus {
             .into_iter()
             .map(|m| StoredEvent {
                 sequence: m.sequence,
-                event: wire::decode_event(m.headers.as_ref(), &m.payload),
+                event: wire::decode_stored(
+                    self.subjects(),
+                    &m.subject,
+                    m.headers.as_ref(),
+                    &m.payload,
+                ),
                 subject: m.subject,
             })
             .collect())
@@ -73,7 +78,12 @@ impl Bus {
             .await
             .map_err(|e| BusError::js(format!("get stream {name}"), e))?;
         match stream.get_raw_message(sequence).await {
-            Ok(m) => Ok(wire::decode_event(Some(&m.headers), &m.payload).ok()),
+            Ok(m) => {
+                Ok(
+                    wire::decode_stored(self.subjects(), &m.subject, Some(&m.headers), &m.payload)
+                        .ok(),
+                )
+            }
             Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(BusError::js(format!("get {name} #{sequence}"), e)),
         }
@@ -128,11 +138,17 @@ impl Bus {
         let raw = self
             .follow_raw_multi(&self.config().events_stream(), filters, from_start)
             .await?;
+        let subjects = self.subjects().clone();
         Ok(raw
-            .map(|m| {
+            .map(move |m| {
                 m.map(|m| StoredEvent {
                     sequence: m.sequence,
-                    event: wire::decode_event(m.headers.as_ref(), &m.payload),
+                    event: wire::decode_stored(
+                        &subjects,
+                        &m.subject,
+                        m.headers.as_ref(),
+                        &m.payload,
+                    ),
                     subject: m.subject,
                 })
             })

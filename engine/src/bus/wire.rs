@@ -1,8 +1,9 @@
-//! Mapping between choreo events and NATS messages (binary content mode): use these to
-//! publish or read choreo events with a plain async-nats client.
+//! Mapping between choreo events and NATS messages: use these to publish or read choreo events
+//! with a plain async-nats client. choreo writes binary content mode with msgpack data; it
+//! reads binary or structured mode, msgpack or JSON data (see [`headers::from_message`]).
 
 use async_nats::HeaderMap;
-use choreo_schemas::{headers, EnvelopeError, Event};
+use choreo_schemas::{headers, EnvelopeError, Event, Subjects};
 
 /// The NATS headers of an event, `Nats-Msg-Id` included.
 pub fn event_headers(event: &Event) -> HeaderMap {
@@ -13,16 +14,31 @@ pub fn event_headers(event: &Event) -> HeaderMap {
     map
 }
 
-/// Decode an event from NATS headers and a body. Never panics.
+fn pairs(hdrs: Option<&HeaderMap>) -> Vec<(&str, &str)> {
+    hdrs.map(|h| {
+        h.iter()
+            .flat_map(|(name, values)| values.iter().map(move |v| (name.as_ref(), v.as_str())))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Decode an event from NATS headers and a body (either content mode). Never panics.
 pub fn decode_event(hdrs: Option<&HeaderMap>, body: &[u8]) -> Result<Event, EnvelopeError> {
-    let pairs: Vec<(&str, &str)> = hdrs
-        .map(|h| {
-            h.iter()
-                .flat_map(|(name, values)| values.iter().map(move |v| (name.as_ref(), v.as_str())))
-                .collect()
-        })
-        .unwrap_or_default();
-    headers::from_headers(pairs, body)
+    headers::from_message(pairs(hdrs), body, None)
+}
+
+/// Decode an event stored under `subject` of the events stream (or of a redrive): as
+/// [`decode_event`], and a root without a `correlationid` (from a producer that knows nothing
+/// of choreo's extensions) takes the correlation of its subject.
+pub fn decode_stored(
+    subjects: &Subjects,
+    subject: &str,
+    hdrs: Option<&HeaderMap>,
+    body: &[u8],
+) -> Result<Event, EnvelopeError> {
+    let correlation = subjects.parse_event(subject).map(|(_, c, _)| c);
+    headers::from_message(pairs(hdrs), body, correlation)
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ pub(crate) async fn already_answered<'a>(
         .read_raw_multi(&bus.config().events_stream(), filters)
         .await?;
     Ok(stored.iter().any(|m| {
-        wire::decode_event(m.headers.as_ref(), &m.payload)
+        wire::decode_stored(bus.subjects(), &m.subject, m.headers.as_ref(), &m.payload)
             .is_ok_and(|e| e.causation == input.id && e.source == source)
     }))
 }

@@ -21,7 +21,7 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 use super::context::ReactContext;
 use super::decide::{self, Attempt, Next};
 use super::Reactor;
-use crate::bus::wire::decode_event;
+use crate::bus::wire::decode_stored;
 use crate::bus::{Bus, DlqReason};
 use crate::delivery::{admit, Delivery, Limits, COMMAND_DEAD_LETTERED, COMMAND_EXPIRED};
 use crate::delivery::{already_answered, maybe_past_window};
@@ -231,7 +231,12 @@ impl<R: Reactor> Driver<R> {
             partitions: bus.config().partitions(),
         };
         let delivery = Delivery {
-            decoded: crate::bus::wire::decode_event(msg.headers.as_ref(), &msg.payload),
+            decoded: crate::bus::wire::decode_stored(
+                bus.subjects(),
+                &subject,
+                msg.headers.as_ref(),
+                &msg.payload,
+            ),
             subject: bus.subjects().parse_event(&subject),
             delivered,
         };
@@ -312,7 +317,13 @@ impl<R: Reactor> Driver<R> {
     }
 
     async fn dead_letter(&self, msg: &Message, reason: DlqReason, attempts: u32) {
-        let notice = match (&reason, decode_event(msg.headers.as_ref(), &msg.payload)) {
+        let decoded = decode_stored(
+            self.env.bus.subjects(),
+            msg.subject.as_str(),
+            msg.headers.as_ref(),
+            &msg.payload,
+        );
+        let notice = match (&reason, decoded) {
             // The notice would be one hop deeper still.
             (DlqReason::DepthExceeded { .. }, _) | (_, Err(_)) => Vec::new(),
             // No notice of a notice (or of an expiry): nobody awaits an answer to those.
