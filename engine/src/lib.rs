@@ -55,6 +55,8 @@ mod coordination;
 mod delivery;
 mod error;
 mod history;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod metrics;
 mod model;
 mod node;
