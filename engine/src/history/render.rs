@@ -4,8 +4,13 @@ use std::fmt::Write as _;
 
 use super::tree::{CausalTree, NodeKind, TreeNode};
 
+/// The last 8 hex digits of the id: the random part of a root's UUID v7 (its first digits are
+/// the timestamp, alike for every event of a minute) and part of a derived id's hash.
 fn short(n: &TreeNode) -> String {
-    n.id.to_string().chars().take(8).collect()
+    let hex = n.id.as_uuid().simple().to_string();
+    hex.get(hex.len().saturating_sub(8)..)
+        .unwrap_or(&hex)
+        .to_owned()
 }
 
 fn marker(n: &TreeNode) -> String {
@@ -189,6 +194,25 @@ mod tests {
             lines[2].starts_with("   └─ choreo.saga.started #3") && lines[2].ends_with("[saga]"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn short_ids_of_roots_made_in_one_minute_differ() {
+        let h = history();
+        let t = h.tree();
+        let shorts: std::collections::BTreeSet<String> = t.nodes.iter().map(super::short).collect();
+        assert_eq!(shorts.len(), t.nodes.len(), "{shorts:?}");
+        // Two fresh v7 ids share their leading (timestamp) digits, not their short forms.
+        let (a, b) = (
+            choreo_schemas::EventId::new_root(),
+            choreo_schemas::EventId::new_root(),
+        );
+        let tail = |id: &choreo_schemas::EventId| {
+            let hex = id.as_uuid().simple().to_string();
+            hex[hex.len() - 8..].to_owned()
+        };
+        assert_ne!(tail(&a), tail(&b));
+        assert!(t.nodes.iter().all(|n| super::short(n).len() == 8));
     }
 
     #[test]
