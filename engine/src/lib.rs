@@ -90,7 +90,9 @@ pub use coordination::{
     HostedActor, InstanceView, NodeTopology, Producer, StallDetected, Topology, DEADLOCK_DETECTED,
     MAX_INSTANCES_CHECKED, STALL_DETECTED, TOPOLOGY_BUCKET, TOPOLOGY_TTL, VICTIM_RULE,
 };
-pub use delivery::{CommandDeadLettered, CommandExpired, COMMAND_DEAD_LETTERED, COMMAND_EXPIRED};
+pub use delivery::{
+    CommandDeadLettered, CommandExpired, StartPosition, COMMAND_DEAD_LETTERED, COMMAND_EXPIRED,
+};
 pub use error::{BusError, ConfigError, NodeError, ServerError};
 pub use history::{CausalTree, History, HistoryEntry, NodeKind, TreeNode};
 pub use metrics::{ActorMetrics, CoordinationMetrics, Metrics, SagaGauges};

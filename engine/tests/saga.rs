@@ -553,3 +553,90 @@ async fn a_structured_json_start_from_another_producer_runs_the_saga() -> Result
     node.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_saga_starts_no_instance_for_history_unless_told_to() -> Result<()> {
+    let h = Harness::start().await?;
+    // History: a trip requested before any saga existed.
+    h.bus.publish(&trip("trip-old", Scenario::Ok)).await?;
+    let started = |c: &'static str| {
+        let bus = h.bus.clone();
+        async move {
+            Ok::<_, anyhow::Error>(
+                history_types(&bus, c)
+                    .await?
+                    .iter()
+                    .filter(|t| t.as_str() == choreo::SAGA_STARTED)
+                    .count(),
+            )
+        }
+    };
+
+    // A saga with the default start: new events only.
+    let dir = tempfile::tempdir()?;
+    let node = start_node(&h, dir.path(), Kind::Saga).await?;
+    h.bus.publish(&trip("trip-new", Scenario::Ok)).await?;
+    wait_until("the new trip completed", || async {
+        Ok(history_types(&h.bus, "trip-new")
+            .await?
+            .iter()
+            .any(|t| t == SAGA_COMPLETED))
+    })
+    .await?;
+    node.shutdown().await?;
+    assert_eq!(started("trip-old").await?, 0, "no instance for history");
+
+    // A node that joins later does not move the recorded start; and the same saga started
+    // again still skips the old trip.
+    let node = start_node(&h, dir.path(), Kind::Saga).await?;
+    h.bus.publish(&trip("trip-newer", Scenario::Ok)).await?;
+    wait_until("the newer trip completed", || async {
+        Ok(history_types(&h.bus, "trip-newer")
+            .await?
+            .iter()
+            .any(|t| t == SAGA_COMPLETED))
+    })
+    .await?;
+    node.shutdown().await?;
+    assert_eq!(started("trip-old").await?, 0);
+
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saga_told_to_start_from_all_takes_the_history() -> Result<()> {
+    let h = Harness::start().await?;
+    h.bus.publish(&trip("trip-old", Scenario::Ok)).await?;
+    let started = || async {
+        Ok::<_, anyhow::Error>(
+            history_types(&h.bus, "trip-old")
+                .await?
+                .iter()
+                .filter(|t| t.as_str() == choreo::SAGA_STARTED)
+                .count(),
+        )
+    };
+    let dir2 = tempfile::tempdir()?;
+    let node = Node::builder()
+        .bus(h.config()?)
+        .data_dir(dir2.path())
+        .reactor(Agency)
+        .saga(common::trip::trip_slip_from(
+            "slip-all",
+            CAR_TIMEOUT,
+            choreo::StartPosition::All,
+        ))
+        .build()?
+        .start()
+        .await?;
+    wait_until("the old trip completed under the slip", || async {
+        Ok(history_types(&h.bus, "trip-old")
+            .await?
+            .iter()
+            .any(|t| t == SAGA_COMPLETED))
+    })
+    .await?;
+    node.shutdown().await?;
+    assert_eq!(started().await?, 1);
+    Ok(())
+}

@@ -5,12 +5,15 @@ mod admit;
 mod copies;
 mod dead_lettered;
 mod deadline;
+mod start;
 
 pub(crate) use admit::{admit, Delivery, Limits};
 pub(crate) use copies::{already_answered, maybe_past_window};
 pub use dead_lettered::{CommandDeadLettered, COMMAND_DEAD_LETTERED};
 pub(crate) use deadline::is_expired;
 pub use deadline::{CommandExpired, COMMAND_EXPIRED};
+pub(crate) use start::SagaStart;
+pub use start::StartPosition;
 
 use std::future::Future;
 use std::time::Duration;

@@ -88,6 +88,7 @@ impl NodeBuilder {
         self.hosts.push(Arc::new(ReactorHost {
             retry: reactor.retry_policy(),
             atomic: reactor.atomic_outputs(),
+            start: reactor.start_position(),
             reactor: Arc::new(reactor),
             name,
             consumes: Arc::new(consumes),

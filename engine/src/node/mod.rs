@@ -226,6 +226,11 @@ impl Node {
             crate::telemetry::register_node_metrics(metrics, None);
             return Ok(());
         };
+        for saga in &self.sagas {
+            let start =
+                crate::saga::start::register(bus, saga.name(), saga.start_position()).await?;
+            saga.set_start(start);
+        }
         let store = Store::open(dir)?;
         running.store = Some(store.clone());
         let routes = TimerRoutes::default();

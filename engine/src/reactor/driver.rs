@@ -10,7 +10,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::consumer::{pull, AckPolicy};
 use async_nats::jetstream::Message;
 use choreo_schemas::{ActorName, Event, EventRegistry, EventType};
 use futures::{FutureExt, StreamExt};
@@ -52,6 +52,7 @@ pub(crate) struct ReactorHost<R: Reactor> {
     pub(crate) emits: Arc<BTreeSet<EventType>>,
     pub(crate) retry: RetryPolicy,
     pub(crate) atomic: bool,
+    pub(crate) start: crate::delivery::StartPosition,
 }
 
 /// Everything a driver needs from its node.
@@ -91,8 +92,14 @@ impl<R: Reactor> Hosted for ReactorHost<R> {
         env: DriverEnv,
     ) -> futures::future::BoxFuture<'_, Result<tokio::task::JoinHandle<()>, NodeError>> {
         Box::pin(async move {
-            let consumer =
-                ensure_consumer(&env.bus, &self.name, &self.consumes, &env.settings).await?;
+            let consumer = ensure_consumer(
+                &env.bus,
+                &self.name,
+                &self.consumes,
+                self.start,
+                &env.settings,
+            )
+            .await?;
             // What answers an input: what the reactor emits, or the runtime's expiry notice.
             let mut answers: Vec<EventType> = self.emits.iter().cloned().collect();
             answers.extend(EventType::new(COMMAND_EXPIRED).ok());
@@ -116,6 +123,7 @@ async fn ensure_consumer(
     bus: &Bus,
     name: &ActorName,
     consumes: &BTreeSet<EventType>,
+    start: crate::delivery::StartPosition,
     s: &DriverSettings,
 ) -> Result<PullConsumer, NodeError> {
     let stream_name = bus.config().events_stream();
@@ -124,6 +132,11 @@ async fn ensure_consumer(
         .get_stream_no_info(&stream_name)
         .await
         .map_err(|e| BusError::js(format!("get stream {stream_name}"), e))?;
+    // A consumer that exists keeps where it started (the server refuses to change it anyway).
+    let deliver_policy = match stream.consumer_info(name.as_str()).await {
+        Ok(info) => info.config.deliver_policy,
+        Err(_) => start.deliver_policy(),
+    };
     let config = pull::Config {
         durable_name: Some(name.to_string()),
         description: Some(format!("choreo reactor {name}")),
@@ -132,7 +145,7 @@ async fn ensure_consumer(
             .map(|t| bus.subjects().type_filter(t))
             .chain(std::iter::once(bus.subjects().redrive_filter(name)))
             .collect(),
-        deliver_policy: DeliverPolicy::All,
+        deliver_policy,
         ack_policy: AckPolicy::Explicit,
         ack_wait: s.ack_wait,
         // Unlimited: the runtime dead-letters past `max_deliveries` itself, with a reason,

@@ -67,6 +67,13 @@ pub trait Reactor: Send + Sync + 'static {
         false
     }
 
+    /// Where the reactor's consumer starts the first time it is created (default:
+    /// [`StartPosition::All`](crate::StartPosition::All), the whole backlog). An existing
+    /// consumer keeps its position whatever this says.
+    fn start_position(&self) -> crate::delivery::StartPosition {
+        crate::delivery::StartPosition::All
+    }
+
     /// Handle one event; emit outputs through `ctx`.
     fn react(
         &self,

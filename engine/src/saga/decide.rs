@@ -46,6 +46,8 @@ pub(crate) enum Skip {
     /// A coordination event about a state the instance has left (or whose data does not
     /// decode).
     Stale,
+    /// A start event stored before the saga's start position (see `delivery::start`).
+    BeforeStart,
 }
 
 /// The decision for one input.
@@ -114,6 +116,21 @@ fn ms(t: OffsetDateTime) -> i64 {
 fn seed_of(id: &EventId) -> u64 {
     let b = id.as_uuid().as_bytes();
     u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]])
+}
+
+/// Whether `input` is a start event stored before the saga's start (it starts no instance).
+pub(crate) fn before_start(
+    meta: &SagaMeta,
+    start: &crate::delivery::SagaStart,
+    existing: Option<&InstanceRecord>,
+    input: SagaInput<'_>,
+) -> bool {
+    match (existing, input) {
+        (None, SagaInput::Event { event, seq, at_ms }) => {
+            meta.starts.contains(&event.ty) && !start.admits(seq, at_ms)
+        }
+        _ => false,
+    }
 }
 
 /// Decide what one input does to one instance.

@@ -30,6 +30,10 @@ pub(crate) trait HostedSaga: Send + Sync {
         instance: &SagaId,
         input: SagaInput<'_>,
     ) -> Decision;
+    /// Where the saga starts (see [`super::Saga::start_position`]).
+    fn start_position(&self) -> crate::delivery::StartPosition;
+    /// Fix the saga's start (once, at node start, from the `<NS>_SAGAS` record).
+    fn set_start(&self, start: crate::delivery::SagaStart);
     /// The faulted version of the instance.
     fn fault(
         &self,
@@ -47,6 +51,8 @@ pub(crate) struct SagaHost<S: Saga> {
     pub(crate) meta: Arc<SagaMeta>,
     pub(crate) inputs: Arc<BTreeSet<EventType>>,
     pub(crate) retry: RetryPolicy,
+    /// Fixed at node start; until then (and in tests that host no node) every start counts.
+    pub(crate) start: std::sync::OnceLock<crate::delivery::SagaStart>,
 }
 
 impl<S: Saga> SagaHost<S> {
@@ -59,6 +65,7 @@ impl<S: Saga> SagaHost<S> {
             saga: Arc::new(saga),
             name,
             inputs: Arc::new(inputs),
+            start: std::sync::OnceLock::new(),
         }
     }
 }
@@ -88,6 +95,10 @@ impl<S: Saga> HostedSaga for SagaHost<S> {
         instance: &SagaId,
         input: SagaInput<'_>,
     ) -> Decision {
+        let start = self.start.get().copied().unwrap_or_default();
+        if decide::before_start(&self.meta, &start, existing.as_ref(), input) {
+            return Decision::Skip(decide::Skip::BeforeStart);
+        }
         let run =
             AssertUnwindSafe(|| decide::decide(&*self.saga, &self.meta, existing, instance, input));
         match std::panic::catch_unwind(run) {
@@ -97,6 +108,12 @@ impl<S: Saga> HostedSaga for SagaHost<S> {
                 crate::delivery::panic_message(&*p)
             )),
         }
+    }
+    fn start_position(&self) -> crate::delivery::StartPosition {
+        self.saga.start_position()
+    }
+    fn set_start(&self, start: crate::delivery::SagaStart) {
+        let _ = self.start.set(start);
     }
     fn fault(
         &self,

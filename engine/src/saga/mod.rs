@@ -11,6 +11,7 @@ mod outputs;
 mod replay;
 mod settle;
 mod slip;
+pub(crate) mod start;
 
 use choreo_schemas::{CodecError, Event, EventType, SagaId};
 use serde::de::DeserializeOwned;
@@ -82,6 +83,16 @@ pub trait Saga: Send + Sync + 'static {
     /// compensate` or `retry`).
     fn on_fault(&self) -> OnFault {
         OnFault::Hold
+    }
+
+    /// Which start events may start instances, fixed the first time any node hosts the saga
+    /// (default: [`StartPosition::New`], only those stored after that: a saga added to a log
+    /// with history starts no instance, and sends no command, for it). Changing it later
+    /// changes nothing; a saga under a new name starts afresh. An earlier position reaches back
+    /// only in partitions that have no head yet (a first deployment on a log with history):
+    /// a partition's processor reads one position for all its sagas.
+    fn start_position(&self) -> crate::delivery::StartPosition {
+        crate::delivery::StartPosition::New
     }
 
     /// Decide on an event.

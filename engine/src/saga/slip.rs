@@ -97,6 +97,7 @@ pub struct RoutingSlip {
     name: String,
     starts_on: EventType,
     steps: Vec<SlipStep>,
+    start_position: crate::delivery::StartPosition,
 }
 
 impl RoutingSlip {
@@ -107,6 +108,7 @@ impl RoutingSlip {
                 name: name.into(),
                 starts_on,
                 steps: Vec::new(),
+                start_position: crate::delivery::StartPosition::New,
             },
         }
     }
@@ -160,6 +162,13 @@ impl RoutingSlipBuilder {
         self
     }
 
+    /// Which start events may start instances (see [`Saga::start_position`]; default new
+    /// events only).
+    pub fn start_position(mut self, position: crate::delivery::StartPosition) -> Self {
+        self.slip.start_position = position;
+        self
+    }
+
     /// Validate and build.
     pub fn build(self) -> Result<RoutingSlip, ConfigError> {
         let s = self.slip;
@@ -195,6 +204,10 @@ impl Saga for RoutingSlip {
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn start_position(&self) -> crate::delivery::StartPosition {
+        self.start_position
     }
 
     fn starts_on(&self) -> Vec<EventType> {

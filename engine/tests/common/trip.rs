@@ -58,7 +58,16 @@ pub fn timeout_of(step: &str, car_timeout: Duration) -> Duration {
 
 /// The routing-slip version.
 pub fn trip_slip(name: &str, car_timeout: Duration) -> RoutingSlip {
-    let mut b = RoutingSlip::builder(name, TripRequested::event_type());
+    trip_slip_from(name, car_timeout, choreo::StartPosition::New)
+}
+
+/// The routing-slip version, starting at `from`.
+pub fn trip_slip_from(
+    name: &str,
+    car_timeout: Duration,
+    from: choreo::StartPosition,
+) -> RoutingSlip {
+    let mut b = RoutingSlip::builder(name, TripRequested::event_type()).start_position(from);
     for s in STEPS {
         b = b.step(
             SlipStep::new(s, book(s), booked(s), failed(s))

@@ -1,0 +1,70 @@
+//! Fixing where a saga starts: the first node that hosts a saga records its start in the KV
+//! bucket `<NS>_SAGAS` (key: the saga's name); every later node, and every later run, reads it.
+//! So "new events only" means new since the saga first ran anywhere, not since this node
+//! started, and a node that joins later does not move it.
+
+use async_nats::jetstream::kv;
+use choreo_schemas::ActorName;
+
+use crate::bus::Bus;
+use crate::delivery::{SagaStart, StartPosition};
+use crate::error::BusError;
+
+/// The bucket's name suffix (`<NS>_SAGAS`).
+pub(crate) const SAGAS_BUCKET: &str = "SAGAS";
+
+/// The start of `saga`: the recorded one, or `position` recorded now.
+pub(crate) async fn register(
+    bus: &Bus,
+    saga: &ActorName,
+    position: StartPosition,
+) -> Result<SagaStart, BusError> {
+    let name = bus.config().bucket(SAGAS_BUCKET);
+    let js = bus.jetstream();
+    let kv = match js.get_key_value(name.as_str()).await {
+        Ok(kv) => kv,
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: name.clone(),
+                description: "choreo: where each saga started (fixed when it first ran)".into(),
+                history: 1,
+                storage: async_nats::jetstream::stream::StorageType::File,
+                num_replicas: bus.config().replicas.count(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| BusError::js(format!("create bucket {name}"), e))?,
+    };
+    let key = saga.as_str();
+    if let Some(start) = read(&kv, key, &name).await? {
+        return Ok(start);
+    }
+    let events = bus.config().events_stream();
+    let last_seq = bus
+        .jetstream()
+        .get_stream(&events)
+        .await
+        .map_err(|e| BusError::js(format!("get stream {events}"), e))?
+        .cached_info()
+        .state
+        .last_sequence;
+    let start = SagaStart::of(position, last_seq);
+    let body = serde_json::to_vec(&start).map_err(|e| BusError::js("encode a saga start", e))?;
+    match kv.create(key, body.into()).await {
+        Ok(_) => Ok(start),
+        // Another node recorded it first: its record stands.
+        Err(_) => read(&kv, key, &name)
+            .await?
+            .ok_or_else(|| BusError::js(format!("record the start of {key} in {name}"), "refused")),
+    }
+}
+
+async fn read(kv: &kv::Store, key: &str, bucket: &str) -> Result<Option<SagaStart>, BusError> {
+    match kv.get(key).await {
+        Ok(Some(bytes)) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| BusError::js(format!("read {bucket}/{key}"), e)),
+        Ok(None) => Ok(None),
+        Err(e) => Err(BusError::js(format!("read {bucket}/{key}"), e)),
+    }
+}
