@@ -31,7 +31,8 @@ fn saga_node(url: &str, dir: &Path) -> Result<Node> {
         .data_dir(dir)
         .node_id("crash-child")
         .ack_wait(Duration::from_secs(2))
-        .saga(TripSaga::new("trip", CAR_TIMEOUT))
+        // The trips are on the log before the saga first runs (a backlog to crash in).
+        .saga(TripSaga::new("trip", CAR_TIMEOUT).starting(choreo::StartPosition::All))
         .build()?)
 }
 

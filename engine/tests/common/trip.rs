@@ -85,6 +85,8 @@ pub struct TripSaga {
     /// A deliberately changed handler (for replay tests): after the flight it books the car,
     /// skipping the hotel.
     pub buggy: bool,
+    /// Where it starts (tests that publish their trips before the saga first runs say `All`).
+    pub from: choreo::StartPosition,
 }
 
 impl TripSaga {
@@ -93,7 +95,14 @@ impl TripSaga {
             name,
             car_timeout,
             buggy: false,
+            from: choreo::StartPosition::New,
         }
+    }
+
+    /// This saga, started from `from`.
+    pub fn starting(mut self, from: choreo::StartPosition) -> Self {
+        self.from = from;
+        self
     }
 }
 
@@ -117,6 +126,9 @@ impl Saga for TripSaga {
     type State = TripState;
     fn name(&self) -> &str {
         self.name
+    }
+    fn start_position(&self) -> choreo::StartPosition {
+        self.from
     }
     fn starts_on(&self) -> Vec<EventType> {
         vec![TripRequested::event_type()]
