@@ -640,3 +640,44 @@ async fn a_saga_told_to_start_from_all_takes_the_history() -> Result<()> {
     assert_eq!(started().await?, 1);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_stored_while_an_upgraded_deployment_was_down_are_not_skipped() -> Result<()> {
+    let h = Harness::start().await?;
+    let dir = tempfile::tempdir()?;
+    let completed = |c: &'static str| {
+        let bus = h.bus.clone();
+        move || {
+            let bus = bus.clone();
+            async move {
+                Ok(history_types(&bus, c)
+                    .await?
+                    .iter()
+                    .any(|t| t == SAGA_COMPLETED))
+            }
+        }
+    };
+    // A deployment that ran: its partitions have heads...
+    let node = start_node(&h, dir.path(), Kind::Saga).await?;
+    h.bus.publish(&trip("trip-before", Scenario::Ok)).await?;
+    wait_until("the first trip completed", completed("trip-before")).await?;
+    node.shutdown().await?;
+    // ...under a version that recorded no saga start.
+    let kv = h
+        .bus
+        .jetstream()
+        .get_key_value(h.bus.config().bucket("SAGAS"))
+        .await?;
+    kv.purge("trip").await?;
+    // A trip requested while no node runs, then the upgraded node starts: the trip is not
+    // history to skip, it is work not yet done.
+    h.bus.publish(&trip("trip-during", Scenario::Ok)).await?;
+    let node = start_node(&h, dir.path(), Kind::Saga).await?;
+    wait_until(
+        "the trip stored during the upgrade completed",
+        completed("trip-during"),
+    )
+    .await?;
+    node.shutdown().await?;
+    Ok(())
+}

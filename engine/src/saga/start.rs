@@ -39,16 +39,7 @@ pub(crate) async fn register(
     if let Some(start) = read(&kv, key, &name).await? {
         return Ok(start);
     }
-    let events = bus.config().events_stream();
-    let last_seq = bus
-        .jetstream()
-        .get_stream(&events)
-        .await
-        .map_err(|e| BusError::js(format!("get stream {events}"), e))?
-        .cached_info()
-        .state
-        .last_sequence;
-    let start = SagaStart::of(position, last_seq);
+    let start = SagaStart::of(position, new_after(bus).await?);
     let body = serde_json::to_vec(&start).map_err(|e| BusError::js("encode a saga start", e))?;
     match kv.create(key, body.into()).await {
         Ok(_) => Ok(start),
@@ -57,6 +48,29 @@ pub(crate) async fn register(
             .await?
             .ok_or_else(|| BusError::js(format!("record the start of {key} in {name}"), "refused")),
     }
+}
+
+/// What "new" means now: on a log no partition has applied anything of yet, its last
+/// sequence (history is history); once partitions have run (a deployment upgraded to a version
+/// that records starts, or a saga added beside others), the lowest sequence a partition has
+/// applied, so nothing a partition has not yet read is skipped (it would be lost).
+async fn new_after(bus: &Bus) -> Result<u64, BusError> {
+    let heads = crate::changelog::Changelog::new(bus)
+        .heads()
+        .await
+        .map_err(|e| BusError::js("read the partition heads", e))?;
+    if let Some(min) = heads.iter().map(|h| h.value.applied_seq).min() {
+        return Ok(min);
+    }
+    let events = bus.config().events_stream();
+    Ok(bus
+        .jetstream()
+        .get_stream(&events)
+        .await
+        .map_err(|e| BusError::js(format!("get stream {events}"), e))?
+        .cached_info()
+        .state
+        .last_sequence)
 }
 
 async fn read(kv: &kv::Store, key: &str, bucket: &str) -> Result<Option<SagaStart>, BusError> {
