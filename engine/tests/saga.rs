@@ -32,6 +32,17 @@ async fn start_node(h: &Harness, dir: &std::path::Path, kind: Kind) -> Result<Ru
     Ok(b.build()?.start().await?)
 }
 
+/// Wait until `correlation`'s saga completed (its history holds `choreo.saga.completed`).
+async fn wait_completed(h: &Harness, correlation: &str) -> Result<()> {
+    wait_until(&format!("{correlation} completed"), || async {
+        Ok(history_types(&h.bus, correlation)
+            .await?
+            .iter()
+            .any(|t| t == SAGA_COMPLETED))
+    })
+    .await
+}
+
 fn count(types: &[String], t: &str) -> usize {
     types.iter().filter(|x| x.as_str() == t).count()
 }
@@ -543,13 +554,7 @@ async fn a_structured_json_start_from_another_producer_runs_the_saga() -> Result
     js.publish_with_headers(subject, headers, body.into())
         .await?
         .await?;
-    wait_until("the JSON trip completed", || async {
-        Ok(history_types(&h.bus, "trip-json")
-            .await?
-            .iter()
-            .any(|t| t == SAGA_COMPLETED))
-    })
-    .await?;
+    wait_completed(&h, "trip-json").await?;
     node.shutdown().await?;
     Ok(())
 }
@@ -576,13 +581,7 @@ async fn a_new_saga_starts_no_instance_for_history_unless_told_to() -> Result<()
     let dir = tempfile::tempdir()?;
     let node = start_node(&h, dir.path(), Kind::Saga).await?;
     h.bus.publish(&trip("trip-new", Scenario::Ok)).await?;
-    wait_until("the new trip completed", || async {
-        Ok(history_types(&h.bus, "trip-new")
-            .await?
-            .iter()
-            .any(|t| t == SAGA_COMPLETED))
-    })
-    .await?;
+    wait_completed(&h, "trip-new").await?;
     node.shutdown().await?;
     assert_eq!(started("trip-old").await?, 0, "no instance for history");
 
@@ -590,13 +589,7 @@ async fn a_new_saga_starts_no_instance_for_history_unless_told_to() -> Result<()
     // again still skips the old trip.
     let node = start_node(&h, dir.path(), Kind::Saga).await?;
     h.bus.publish(&trip("trip-newer", Scenario::Ok)).await?;
-    wait_until("the newer trip completed", || async {
-        Ok(history_types(&h.bus, "trip-newer")
-            .await?
-            .iter()
-            .any(|t| t == SAGA_COMPLETED))
-    })
-    .await?;
+    wait_completed(&h, "trip-newer").await?;
     node.shutdown().await?;
     assert_eq!(started("trip-old").await?, 0);
 
@@ -629,13 +622,7 @@ async fn a_saga_told_to_start_from_all_takes_the_history() -> Result<()> {
         .build()?
         .start()
         .await?;
-    wait_until("the old trip completed under the slip", || async {
-        Ok(history_types(&h.bus, "trip-old")
-            .await?
-            .iter()
-            .any(|t| t == SAGA_COMPLETED))
-    })
-    .await?;
+    wait_completed(&h, "trip-old").await?;
     node.shutdown().await?;
     assert_eq!(started().await?, 1);
     Ok(())
@@ -645,22 +632,10 @@ async fn a_saga_told_to_start_from_all_takes_the_history() -> Result<()> {
 async fn starts_stored_while_an_upgraded_deployment_was_down_are_not_skipped() -> Result<()> {
     let h = Harness::start().await?;
     let dir = tempfile::tempdir()?;
-    let completed = |c: &'static str| {
-        let bus = h.bus.clone();
-        move || {
-            let bus = bus.clone();
-            async move {
-                Ok(history_types(&bus, c)
-                    .await?
-                    .iter()
-                    .any(|t| t == SAGA_COMPLETED))
-            }
-        }
-    };
     // A deployment that ran: its partitions have heads...
     let node = start_node(&h, dir.path(), Kind::Saga).await?;
     h.bus.publish(&trip("trip-before", Scenario::Ok)).await?;
-    wait_until("the first trip completed", completed("trip-before")).await?;
+    wait_completed(&h, "trip-before").await?;
     node.shutdown().await?;
     // ...under a version that recorded no saga start.
     let kv = h
@@ -673,11 +648,7 @@ async fn starts_stored_while_an_upgraded_deployment_was_down_are_not_skipped() -
     // history to skip, it is work not yet done.
     h.bus.publish(&trip("trip-during", Scenario::Ok)).await?;
     let node = start_node(&h, dir.path(), Kind::Saga).await?;
-    wait_until(
-        "the trip stored during the upgrade completed",
-        completed("trip-during"),
-    )
-    .await?;
+    wait_completed(&h, "trip-during").await?;
     node.shutdown().await?;
     Ok(())
 }
