@@ -26,6 +26,7 @@ pub use dead_letter::{
     DLQ_BODY_LEN, DLQ_DETAIL, DLQ_REASON, DLQ_STREAM_SEQ, DLQ_SUBJECT, DLQ_TIME, REDRIVEN_FROM,
 };
 pub use dlq_ops::Redriven;
+pub(crate) use provision::kv_bucket;
 pub use provision::PARTITIONS_METADATA_KEY;
 pub use quarantine::{
     unreadable_headers, Quarantined, DLQ_RAW_HEADERS, QUARANTINE_ACTOR, RAW_HEADERS_KEEP,

@@ -168,6 +168,26 @@ pub(crate) async fn provision(js: &jetstream::Context, cfg: &BusConfig) -> Resul
     Ok(())
 }
 
+/// Open the KV bucket `config.bucket`, creating it with `config` (file storage, the log's
+/// replica count) if it does not exist. Shared by every bucket the engine owns.
+pub(crate) async fn kv_bucket(
+    bus: &super::Bus,
+    config: async_nats::jetstream::kv::Config,
+) -> Result<async_nats::jetstream::kv::Store, BusError> {
+    let js = bus.jetstream();
+    if let Ok(kv) = js.get_key_value(config.bucket.as_str()).await {
+        return Ok(kv);
+    }
+    let name = config.bucket.clone();
+    js.create_key_value(async_nats::jetstream::kv::Config {
+        storage: stream::StorageType::File,
+        num_replicas: bus.config().replicas.count(),
+        ..config
+    })
+    .await
+    .map_err(|e| BusError::js(format!("create bucket {name}"), e))
+}
+
 /// How long a node's start keeps asking a cluster that cannot answer yet (a server restarting,
 /// a meta leader being elected) before it gives up.
 pub(crate) const PROVISION_RETRY_FOR: Duration = Duration::from_secs(60);

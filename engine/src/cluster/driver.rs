@@ -21,24 +21,20 @@ fn now_ms() -> i64 {
 }
 
 async fn bucket(bus: &Bus, name: String, ttl: Duration) -> Result<Kv, BusError> {
-    let js = bus.jetstream();
-    if let Ok(kv) = js.get_key_value(name.as_str()).await {
-        return Ok(kv);
-    }
-    js.create_key_value(kv::Config {
-        bucket: name.clone(),
-        description: "choreo cluster coordination".into(),
-        history: 1,
-        max_age: ttl,
-        // A key expiring by age leaves a marker the watches see: a dead node's leases are
-        // acted on when they expire, not at the next tick.
-        limit_markers: Some(ttl),
-        storage: async_nats::jetstream::stream::StorageType::File,
-        num_replicas: bus.config().replicas.count(),
-        ..Default::default()
-    })
+    crate::bus::kv_bucket(
+        bus,
+        kv::Config {
+            bucket: name,
+            description: "choreo cluster coordination".into(),
+            history: 1,
+            max_age: ttl,
+            // A key expiring by age leaves a marker the watches see: a dead node's leases are
+            // acted on when they expire, not at the next tick.
+            limit_markers: Some(ttl),
+            ..Default::default()
+        },
+    )
     .await
-    .map_err(|e| BusError::js(format!("create bucket {name}"), e))
 }
 
 /// Every partition lease of the namespace with its revision, read-only (nothing is created).

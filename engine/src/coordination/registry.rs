@@ -88,23 +88,19 @@ impl View {
 pub(crate) type SharedView = Arc<RwLock<View>>;
 
 async fn open(bus: &Bus) -> Result<Kv, BusError> {
-    let name = bus.config().bucket(TOPOLOGY_BUCKET);
-    let js = bus.jetstream();
-    if let Ok(kv) = js.get_key_value(name.as_str()).await {
-        return Ok(kv);
-    }
-    js.create_key_value(kv::Config {
-        bucket: name.clone(),
-        description: "choreo topology registry: what each node's actors consume and emit".into(),
-        history: 1,
-        max_age: TOPOLOGY_TTL,
-        limit_markers: Some(TOPOLOGY_TTL),
-        storage: async_nats::jetstream::stream::StorageType::File,
-        num_replicas: bus.config().replicas.count(),
-        ..Default::default()
-    })
+    crate::bus::kv_bucket(
+        bus,
+        kv::Config {
+            bucket: bus.config().bucket(TOPOLOGY_BUCKET),
+            description: "choreo topology registry: what each node's actors consume and emit"
+                .into(),
+            history: 1,
+            max_age: TOPOLOGY_TTL,
+            limit_markers: Some(TOPOLOGY_TTL),
+            ..Default::default()
+        },
+    )
     .await
-    .map_err(|e| BusError::js(format!("create bucket {name}"), e))
 }
 
 /// Put this node's entry (the registry is created if needed).

@@ -20,26 +20,26 @@ pub(crate) async fn register(
     position: StartPosition,
 ) -> Result<SagaStart, BusError> {
     let name = bus.config().bucket(SAGAS_BUCKET);
-    let js = bus.jetstream();
-    let kv = match js.get_key_value(name.as_str()).await {
-        Ok(kv) => kv,
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: name.clone(),
-                description: "choreo: where each saga started (fixed when it first ran)".into(),
-                history: 1,
-                storage: async_nats::jetstream::stream::StorageType::File,
-                num_replicas: bus.config().replicas.count(),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| BusError::js(format!("create bucket {name}"), e))?,
-    };
+    let kv = crate::bus::kv_bucket(
+        bus,
+        kv::Config {
+            bucket: name.clone(),
+            description: "choreo: where each saga started (fixed when it first ran)".into(),
+            history: 1,
+            ..Default::default()
+        },
+    )
+    .await?;
     let key = saga.as_str();
     if let Some(start) = read(&kv, key, &name).await? {
         return Ok(start);
     }
-    let start = SagaStart::of(position, new_after(bus).await?);
+    // Only "new" depends on the log's position now.
+    let new_after = match position {
+        StartPosition::New => new_after(bus).await?,
+        _ => 0,
+    };
+    let start = SagaStart::of(position, new_after);
     let body = serde_json::to_vec(&start).map_err(|e| BusError::js("encode a saga start", e))?;
     match kv.create(key, body.into()).await {
         Ok(_) => Ok(start),
