@@ -204,7 +204,7 @@ impl Nemesis {
         for _ in 0..n {
             let corr = CorrelationId::new(format!("poison-{:x}", self.rng.next_u64()).as_str())
                 .map_err(|e| ChaosError::Scenario(e.to_string()))?;
-            let p = choreo::schemas::partition_of(&corr, self.bus.config().partitions());
+            let p = self.bus.partition_of(&corr);
             let subject = self.bus.subjects().event(p, &corr, &self.start_type);
             let mut marked = async_nats::HeaderMap::new();
             marked.insert(INJECTED_HEADER, "poison");

@@ -74,8 +74,8 @@ pub use bus::{
     unreadable_headers, Bus, ConsumerStats, DeadLetter, DlqReason, LogStats, Published,
     Quarantined, Redriven, StoredEvent, StreamStats, BODY_REFERENCE, BODY_TRUNCATED, DLQ_ACTOR,
     DLQ_ATTEMPTS, DLQ_BODY, DLQ_BODY_LEN, DLQ_DETAIL, DLQ_RAW_HEADERS, DLQ_REASON, DLQ_STREAM_SEQ,
-    DLQ_SUBJECT, DLQ_TIME, MIN_SERVER_VERSION, PARTITIONS_METADATA_KEY, QUARANTINE_ACTOR,
-    RAW_HEADERS_KEEP, REDRIVEN_FROM,
+    DLQ_SUBJECT, DLQ_TIME, MIN_SERVER_VERSION, PARTITIONS_METADATA_KEY,
+    PARTITION_HASH_METADATA_KEY, QUARANTINE_ACTOR, RAW_HEADERS_KEEP, REDRIVEN_FROM,
 };
 pub use changelog::{Changelog, ChangelogEntry, ChangelogError, Snapshot as ChangelogSnapshot};
 pub use cluster::{

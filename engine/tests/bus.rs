@@ -44,10 +44,137 @@ async fn provisioning_is_idempotent_and_records_the_partition_count() -> Result<
     );
     assert!(info.duplicate_window >= choreo::MIN_DUPLICATE_WINDOW);
     assert_eq!(
+        info.metadata
+            .get(choreo::PARTITION_HASH_METADATA_KEY)
+            .map(String::as_str),
+        Some("fnv1a32")
+    );
+    assert_eq!(
         info.subjects,
-        vec!["choreo.evt.>".to_owned(), "choreo.redrive.>".to_owned()]
+        vec![
+            "choreo.evt.>".to_owned(),
+            "choreo.redrive.>".to_owned(),
+            "choreo.in.*.>".to_owned()
+        ]
     );
     h.bus.jetstream().get_stream("CHOREO_DLQ").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_ingress_places_every_correlation_at_choreos_partition() -> Result<()> {
+    let h = Harness::with_partitions(7).await?;
+    let js = h.bus.jetstream();
+    let ty = Noted::event_type();
+    let correlations: Vec<CorrelationId> = (0..300)
+        .map(|i| CorrelationId::new(format!("c-{i}-{}", i * 7919)))
+        .collect::<Result<_, _>>()?;
+    let mut seqs = Vec::new();
+    for c in &correlations {
+        let ack = js
+            .publish(h.bus.subjects().ingress(c, &ty), "x".into())
+            .await?
+            .await?;
+        seqs.push(ack.sequence);
+    }
+    let stream = js.get_stream("CHOREO_EVENTS").await?;
+    let mut seen = std::collections::BTreeSet::new();
+    for (c, seq) in correlations.iter().zip(seqs) {
+        let stored = stream.get_raw_message(seq).await?;
+        let p = h.bus.partition_of(c);
+        seen.insert(p);
+        assert_eq!(
+            stored.subject.as_str(),
+            h.bus.subjects().event(p, c, &ty),
+            "the server placed {c} where choreo's hash does"
+        );
+    }
+    assert_eq!(seen.len(), 7, "the correlations cover every partition");
+    // An ingress subject without a type is not captured: the producer hears so.
+    let err = js.publish("choreo.in.lonely", "x".into()).await?.await;
+    assert!(err.is_err(), "{err:?}");
+    Ok(())
+}
+
+/// The events stream as choreo created it before the ingress: no hash recorded.
+async fn legacy_namespace(partitions: u16) -> Result<(choreo::NatsServer, Bus)> {
+    let server = choreo::NatsServer::start_temp().await?;
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await?);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "CHOREO_EVENTS".into(),
+        subjects: vec!["choreo.evt.>".into(), "choreo.redrive.>".into()],
+        duplicate_window: choreo::MIN_DUPLICATE_WINDOW,
+        allow_direct: true,
+        allow_atomic_publish: true,
+        metadata: [(
+            choreo::PARTITIONS_METADATA_KEY.to_owned(),
+            partitions.to_string(),
+        )]
+        .into(),
+        ..Default::default()
+    })
+    .await?;
+    let bus = Bus::connect(common::Harness::config_for(&server, partitions)?).await?;
+    Ok((server, bus))
+}
+
+#[tokio::test]
+async fn a_namespace_from_before_the_ingress_keeps_its_hash() -> Result<()> {
+    use choreo::schemas::{partition_of, PartitionHash};
+    let (_server, bus) = legacy_namespace(12).await?;
+    assert_eq!(bus.partitioner().hash, PartitionHash::Fnv1a64);
+    let differ = (0..100)
+        .map(|i| CorrelationId::new(format!("d{i}")))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .find(|c| PartitionHash::Fnv1a64.partition(c, 12) != partition_of(c, 12))
+        .ok_or_else(|| anyhow!("some correlation hashes differently among 12"))?;
+    let e = Event::root("urn:t", differ.clone(), &Noted { text: "x".into() })?;
+    let published = bus.publish(&e).await?;
+    let stream = bus.jetstream().get_stream("CHOREO_EVENTS").await?;
+    let stored = stream.get_raw_message(published.stream_sequence).await?;
+    let p = PartitionHash::Fnv1a64.partition(&differ, 12);
+    assert_eq!(
+        stored.subject.as_str(),
+        bus.subjects().event(p, &differ, &e.ty),
+        "the namespace's own (earlier) hash places it"
+    );
+    let info = stream.get_info().await?.config;
+    assert_eq!(info.subjects.len(), 2, "no ingress: {:?}", info.subjects);
+    // A second connect (another node) agrees.
+    let again = Bus::connect(bus.config().clone()).await?;
+    assert_eq!(again.partitioner(), bus.partitioner());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_namespace_from_before_the_ingress_with_16_partitions_gets_one() -> Result<()> {
+    let (_server, bus) = legacy_namespace(16).await?;
+    assert_eq!(
+        bus.partitioner().hash,
+        choreo::schemas::PartitionHash::Fnv1a32,
+        "16 divides 32: both hashes agree, so the namespace moved"
+    );
+    let stream = bus.jetstream().get_stream("CHOREO_EVENTS").await?;
+    let info = stream.get_info().await?.config;
+    assert_eq!(
+        info.metadata
+            .get(choreo::PARTITION_HASH_METADATA_KEY)
+            .map(String::as_str),
+        Some("fnv1a32")
+    );
+    let c = CorrelationId::new("legacy-1")?;
+    let ack = bus
+        .jetstream()
+        .publish(bus.subjects().ingress(&c, &Noted::event_type()), "x".into())
+        .await?
+        .await?;
+    let stored = stream.get_raw_message(ack.sequence).await?;
+    assert_eq!(
+        stored.subject.as_str(),
+        bus.subjects()
+            .event(bus.partition_of(&c), &c, &Noted::event_type())
+    );
     Ok(())
 }
 

@@ -553,12 +553,15 @@ async fn any_conforming_cloudevent_reaches_its_reactor() -> Result<()> {
     // A producer that knows CloudEvents and nothing of choreo: plain NATS, JSON, string ids, no
     // correlation/causation/depth extensions (the subject names the correlation).
     let js = async_nats::jetstream::new(async_nats::connect(h.server.url()).await?);
+    // Names ending in "-in" go through the ingress, where the server finds the partition.
     let subject_of = |c: &CorrelationId| {
-        h.bus.subjects().event(
-            choreo::schemas::partition_of(c, h.partitions),
-            c,
-            &Start::event_type(),
-        )
+        if c.as_str().ends_with("-in") {
+            h.bus.subjects().ingress(c, &Start::event_type())
+        } else {
+            h.bus
+                .subjects()
+                .event(h.bus.partition_of(c), c, &Start::event_type())
+        }
     };
     let binary = |id: &str, data: &'static str| {
         let mut m = async_nats::HeaderMap::new();
@@ -582,6 +585,14 @@ async fn any_conforming_cloudevent_reaches_its_reactor() -> Result<()> {
     };
     let sends = [
         ("json-binary", binary("order-1", r#"{"n":10}"#)),
+        ("json-binary-in", binary("order-1-in", r#"{"n":30}"#)),
+        (
+            "json-structured-in",
+            structured(
+                r#"{"specversion":"1.0","id":"order-2-in","source":"urn:python","type":"test.start.v1",
+                    "time":"2026-12-01T10:00:00Z","data":{"n":40}}"#,
+            ),
+        ),
         (
             "json-structured",
             structured(
@@ -602,7 +613,7 @@ async fn any_conforming_cloudevent_reaches_its_reactor() -> Result<()> {
             .await?
             .await?;
     }
-    let ends = wait_events(&h.bus, &h.bus.subjects().type_filter(&End::event_type()), 2).await?;
+    let ends = wait_events(&h.bus, &h.bus.subjects().type_filter(&End::event_type()), 4).await?;
     let mut got: Vec<(String, u32)> = ends
         .iter()
         .map(|e| Ok((e.correlation.to_string(), e.decode::<End>()?.n)))
@@ -612,7 +623,9 @@ async fn any_conforming_cloudevent_reaches_its_reactor() -> Result<()> {
         got,
         [
             ("json-binary".to_owned(), 11),
-            ("json-structured".to_owned(), 21)
+            ("json-binary-in".to_owned(), 31),
+            ("json-structured".to_owned(), 21),
+            ("json-structured-in".to_owned(), 41),
         ]
     );
     let root = h

@@ -539,22 +539,29 @@ async fn a_structured_json_start_from_another_producer_runs_the_saga() -> Result
     let dir = tempfile::tempdir()?;
     let node = start_node(&h, dir.path(), Kind::Saga).await?;
     let js = async_nats::jetstream::new(async_nats::connect(h.server.url()).await?);
-    let c = choreo::CorrelationId::new("trip-json")?;
-    let subject = h.bus.subjects().event(
-        choreo::schemas::partition_of(&c, h.partitions),
-        &c,
-        &common::trip::ty("trip.requested.v1"),
-    );
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Content-Type", "application/cloudevents+json");
-    // No choreo extensions and a string id: the subject gives the correlation.
-    let body = r#"{"specversion":"1.0","id":"trip-json/request","source":"urn:python",
-        "type":"trip.requested.v1","time":"2026-12-01T10:00:00Z",
-        "data":{"trip":"trip-json","scenario":"Ok"}}"#;
-    js.publish_with_headers(subject, headers, body.into())
-        .await?
-        .await?;
+    let ty = common::trip::ty("trip.requested.v1");
+    // Directly at the partition, and through the ingress (no partition to compute).
+    for (trip, ingress) in [("trip-json", false), ("trip-json-in", true)] {
+        let c = choreo::CorrelationId::new(trip)?;
+        let subject = if ingress {
+            h.bus.subjects().ingress(&c, &ty)
+        } else {
+            h.bus.subjects().event(h.bus.partition_of(&c), &c, &ty)
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Content-Type", "application/cloudevents+json");
+        // No choreo extensions and a string id: the subject gives the correlation.
+        let body = format!(
+            r#"{{"specversion":"1.0","id":"{trip}/request","source":"urn:python",
+            "type":"trip.requested.v1","time":"2026-12-01T10:00:00Z",
+            "data":{{"trip":"{trip}","scenario":"Ok"}}}}"#
+        );
+        js.publish_with_headers(subject, headers, body.into())
+            .await?
+            .await?;
+    }
     wait_completed(&h, "trip-json").await?;
+    wait_completed(&h, "trip-json-in").await?;
     node.shutdown().await?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 """A producer and a consumer of choreo events in Python, with nothing but nats-py.
 
 Publishes one trip request to a running travel node (`choreo node --example travel`, or the
-demo) as a CloudEvent, in structured mode (the JSON event format) or in binary mode with JSON
+demo) as a CloudEvent through the ingress, in structured mode (the JSON event format) or in binary mode with JSON
 data, then reads the trip's history from the log until its saga ended, and prints the outcome.
 No choreo extension is set: the subject names the correlation, and the request is a root.
 The wire contract is schemas/docs/wire.md.
@@ -24,15 +24,6 @@ ENDS = {
     "choreo.saga.compensated": "compensated",
     "choreo.saga.faulted": "faulted",
 }
-
-
-def partition(correlation: str, partitions: int) -> int:
-    """choreo's partition of a correlation: FNV-1a 64 of its bytes, modulo the count."""
-    h = 0xCBF29CE484222325
-    for b in correlation.encode("ascii"):
-        h ^= b
-        h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return h % partitions
 
 
 def request(trip: str, mode: str):
@@ -62,7 +53,6 @@ async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nats", default="nats://127.0.0.1:4222")
     ap.add_argument("--namespace", default="choreo")
-    ap.add_argument("--partitions", type=int, default=16)
     ap.add_argument("--trip", required=True, help="trip id, also the correlation")
     ap.add_argument("--mode", choices=["structured", "binary"], default="structured")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the end")
@@ -70,15 +60,15 @@ async def main() -> int:
 
     nc = await nats.connect(a.nats)
     js = nc.jetstream()
-    p = partition(a.trip, a.partitions)
-    subject = f"{a.namespace}.evt.{p}.{a.trip}.trip.requested.v1"
+    # The ingress: the server places the event at its partition; no hash to compute here.
+    subject = f"{a.namespace}.in.{a.trip}.trip.requested.v1"
     headers, body = request(a.trip, a.mode)
     ack = await js.publish(subject, body, headers=headers)
     print(f"published trip {a.trip} ({a.mode} mode) on {subject}, sequence {ack.seq}")
 
     # The consumer: the correlation's history, in log order, until the saga's end.
     sub = await js.subscribe(
-        f"{a.namespace}.evt.{p}.{a.trip}.>",
+        f"{a.namespace}.evt.*.{a.trip}.>",
         ordered_consumer=True,
         deliver_policy=DeliverPolicy.ALL,
     )

@@ -43,6 +43,6 @@ pub use event_type::{EventType, MAX_TYPE_TOKENS};
 pub use ids::{ActorName, CorrelationId, EventId, SagaId};
 pub use payload::{decode_data, encode_data, Payload};
 pub use registry::EventRegistry;
-pub use subject::{partition_of, Subjects, DEFAULT_ROOT};
+pub use subject::{partition_of, PartitionHash, Partitioner, Subjects, DEFAULT_ROOT};
 pub use token::MAX_TOKEN_LEN;
 pub use trace::TraceParent;

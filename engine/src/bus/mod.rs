@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
 use async_nats::{Client, ConnectOptions};
-use choreo_schemas::{partition_of, Event, Subjects};
+use choreo_schemas::{Event, Partitioner, Subjects};
 use futures::future::try_join_all;
 
 use crate::config::{Auth, BusConfig};
@@ -27,7 +27,7 @@ pub use dead_letter::{
 };
 pub use dlq_ops::Redriven;
 pub(crate) use provision::kv_bucket;
-pub use provision::PARTITIONS_METADATA_KEY;
+pub use provision::{PARTITIONS_METADATA_KEY, PARTITION_HASH_METADATA_KEY};
 pub use quarantine::{
     unreadable_headers, Quarantined, DLQ_RAW_HEADERS, QUARANTINE_ACTOR, RAW_HEADERS_KEEP,
 };
@@ -53,6 +53,8 @@ struct Inner {
     js: jetstream::Context,
     config: BusConfig,
     subjects: Subjects,
+    /// The namespace's partitioning, as recorded on its events stream.
+    partitioner: Partitioner,
 }
 
 /// A connection to NATS with the choreo streams provisioned. Cheap to clone.
@@ -89,7 +91,7 @@ impl Bus {
             .max_ack_inflight(4096)
             .backpressure_on_inflight(true)
             .build(client.clone());
-        provision::provision(&js, &config).await?;
+        let partitioner = provision::provision(&js, &config).await?;
         let subjects = Subjects::new(config.namespace.clone());
         Ok(Self {
             inner: Arc::new(Inner {
@@ -98,6 +100,7 @@ impl Bus {
                 js,
                 config,
                 subjects,
+                partitioner,
             }),
         })
     }
@@ -127,6 +130,16 @@ impl Bus {
         &self.inner.subjects
     }
 
+    /// The namespace's partitioning (count and hash), as recorded on its events stream.
+    pub fn partitioner(&self) -> Partitioner {
+        self.inner.partitioner
+    }
+
+    /// The partition of `correlation` in this namespace.
+    pub fn partition_of(&self, correlation: &choreo_schemas::CorrelationId) -> u16 {
+        self.inner.partitioner.partition_of(correlation)
+    }
+
     /// The version the connected server reported.
     pub fn server_version(&self) -> String {
         self.inner.client.server_info().version
@@ -134,7 +147,7 @@ impl Bus {
 
     /// The subject an event is published on: `<ns>.evt.<partition>.<correlation>.<type>`.
     pub fn subject_of(&self, event: &Event) -> String {
-        let p = partition_of(&event.correlation, self.inner.config.partitions);
+        let p = self.partition_of(&event.correlation);
         self.inner.subjects.event(p, &event.correlation, &event.ty)
     }
 
@@ -145,7 +158,7 @@ impl Bus {
         ty: Option<&choreo_schemas::EventType>,
     ) -> String {
         let s = &self.inner.subjects;
-        let p = |c| partition_of(c, self.inner.config.partitions);
+        let p = |c| self.partition_of(c);
         match (correlation, ty) {
             (Some(c), Some(t)) => s.event(p(c), c, t),
             (Some(c), None) => s.correlation_filter(p(c), c),

@@ -6,11 +6,40 @@ use std::time::Duration;
 use async_nats::jetstream::context::{CreateStreamError, CreateStreamErrorKind};
 use async_nats::jetstream::{self, stream};
 
+use choreo_schemas::{PartitionHash, Partitioner, Subjects};
+
 use crate::config::BusConfig;
 use crate::error::BusError;
 
 /// Stream metadata key holding the partition count fixed at creation.
 pub const PARTITIONS_METADATA_KEY: &str = "choreo.partitions";
+
+/// Stream metadata key holding the partition hash fixed at creation
+/// ([`PartitionHash::as_str`]); a stream without it uses [`PartitionHash::Fnv1a64`].
+pub const PARTITION_HASH_METADATA_KEY: &str = "choreo.partition_hash";
+
+/// The events stream's subjects for a namespace with `hash`: the ingress exists only where
+/// the server can compute the partition (the current hash).
+fn events_subjects(cfg: &BusConfig, hash: PartitionHash) -> Vec<String> {
+    let mut subjects = vec![
+        format!("{}.evt.>", cfg.namespace),
+        format!("{}.redrive.>", cfg.namespace),
+    ];
+    if hash == PartitionHash::Fnv1a32 {
+        subjects.push(Subjects::new(cfg.namespace.clone()).ingress_filter());
+    }
+    subjects
+}
+
+/// The ingress transform: `<ns>.in.<correlation>.<type>` to
+/// `<ns>.evt.<partition(correlation)>.<correlation>.<type>`.
+fn ingress_transform(cfg: &BusConfig) -> stream::SubjectTransform {
+    let subjects = Subjects::new(cfg.namespace.clone());
+    stream::SubjectTransform {
+        source: subjects.ingress_filter(),
+        destination: subjects.ingress_destination(cfg.partitions),
+    }
+}
 
 pub(crate) fn events_stream_config(cfg: &BusConfig) -> stream::Config {
     let mut metadata = std::collections::HashMap::new();
@@ -18,13 +47,15 @@ pub(crate) fn events_stream_config(cfg: &BusConfig) -> stream::Config {
         PARTITIONS_METADATA_KEY.to_owned(),
         cfg.partitions.to_string(),
     );
+    metadata.insert(
+        PARTITION_HASH_METADATA_KEY.to_owned(),
+        PartitionHash::Fnv1a32.as_str().to_owned(),
+    );
     stream::Config {
         name: cfg.events_stream(),
         description: Some("choreo event log".to_owned()),
-        subjects: vec![
-            format!("{}.evt.>", cfg.namespace),
-            format!("{}.redrive.>", cfg.namespace),
-        ],
+        subjects: events_subjects(cfg, PartitionHash::Fnv1a32),
+        subject_transform: Some(ingress_transform(cfg)),
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
         max_age: cfg.max_age.unwrap_or_default(),
@@ -104,8 +135,29 @@ pub(crate) fn check_partitions(
     Ok(())
 }
 
+/// The partition hash recorded on an existing events stream (none recorded: the earlier hash).
+pub(crate) fn recorded_hash(
+    stream_name: &str,
+    recorded: Option<&String>,
+) -> Result<PartitionHash, BusError> {
+    match recorded {
+        None => Ok(PartitionHash::Fnv1a64),
+        Some(value) => PartitionHash::parse(value).ok_or_else(|| BusError::IncompatibleStream {
+            stream: stream_name.to_owned(),
+            reason: format!(
+                "{PARTITION_HASH_METADATA_KEY} = {value:?} is not a hash this version knows"
+            ),
+        }),
+    }
+}
+
 /// Create the streams if missing; verify them if present. Safe to call from every node start.
-pub(crate) async fn provision(js: &jetstream::Context, cfg: &BusConfig) -> Result<(), BusError> {
+/// Returns the namespace's partitioning, as recorded on its events stream.
+pub(crate) async fn provision(
+    js: &jetstream::Context,
+    cfg: &BusConfig,
+) -> Result<Partitioner, BusError> {
+    let mut partitioner = Partitioner::new(cfg.partitions);
     for wanted in [
         events_stream_config(cfg),
         dlq_stream_config(cfg),
@@ -148,24 +200,68 @@ pub(crate) async fn provision(js: &jetstream::Context, cfg: &BusConfig) -> Resul
                 "the events stream has no limits (max_age, max_bytes, max_msgs): it grows forever; set BusConfig::max_age or max_bytes, or the stream's limits"
             );
         }
-        if info.config.subjects != wanted.subjects {
-            return Err(BusError::IncompatibleStream {
-                stream: name,
-                reason: format!(
-                    "its subjects are {:?}, expected {:?}",
-                    info.config.subjects, wanted.subjects
-                ),
-            });
-        }
+        let mut expected_subjects = wanted.subjects.clone();
         if name == cfg.events_stream() {
             check_partitions(
                 &name,
                 info.config.metadata.get(PARTITIONS_METADATA_KEY),
                 cfg.partitions,
             )?;
+            partitioner.hash =
+                recorded_hash(&name, info.config.metadata.get(PARTITION_HASH_METADATA_KEY))?;
+            if partitioner.hash != PartitionHash::Fnv1a32
+                && PartitionHash::hashes_agree(cfg.partitions)
+                && info.config.subjects == events_subjects(cfg, partitioner.hash)
+            {
+                // Both hashes place every correlation alike here: move the namespace to the
+                // current one in place, and open its ingress. Nothing moves.
+                let mut upgraded = info.config.clone();
+                upgraded.subjects = wanted.subjects.clone();
+                upgraded.subject_transform = wanted.subject_transform.clone();
+                upgraded.metadata.insert(
+                    PARTITION_HASH_METADATA_KEY.to_owned(),
+                    PartitionHash::Fnv1a32.as_str().to_owned(),
+                );
+                info = js
+                    .update_stream(upgraded)
+                    .await
+                    .map_err(|e| BusError::js(format!("open the ingress of {name}"), e))?;
+                tracing::info!(stream = %name, "the namespace moved to the server's partition hash (same placement for {} partitions) and has an ingress now", cfg.partitions);
+                partitioner.hash = PartitionHash::Fnv1a32;
+            }
+            expected_subjects = events_subjects(cfg, partitioner.hash);
+            let expected_transform = wanted
+                .subject_transform
+                .clone()
+                .filter(|_| partitioner.hash == PartitionHash::Fnv1a32);
+            if info.config.subject_transform != expected_transform {
+                return Err(BusError::IncompatibleStream {
+                    stream: name,
+                    reason: format!(
+                        "its subject transform is {:?}, expected {:?}",
+                        info.config.subject_transform, expected_transform
+                    ),
+                });
+            }
+            if partitioner.hash != PartitionHash::Fnv1a32 {
+                tracing::warn!(
+                    stream = %name,
+                    hash = %partitioner.hash,
+                    "this namespace was created before the ingress existed, with a partition count that does not divide 32: it keeps its partition hash and has no <ns>.in.> ingress (see schemas/docs/wire.md, \"Migration\")"
+                );
+            }
+        }
+        if info.config.subjects != expected_subjects {
+            return Err(BusError::IncompatibleStream {
+                stream: name,
+                reason: format!(
+                    "its subjects are {:?}, expected {:?}",
+                    info.config.subjects, expected_subjects
+                ),
+            });
         }
     }
-    Ok(())
+    Ok(partitioner)
 }
 
 /// Open the KV bucket `config.bucket`, creating it with `config` (file storage, the log's

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use async_nats::jetstream::stream::RawMessageErrorKind;
 use async_nats::HeaderMap;
-use choreo_schemas::{partition_of, CorrelationId, EnvelopeError, Event};
+use choreo_schemas::{CorrelationId, EnvelopeError, Event};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
@@ -63,7 +63,7 @@ impl Bus {
 
     /// The history of one correlation, read with its literal-prefixed subject filter.
     pub async fn history(&self, correlation: &CorrelationId) -> Result<Vec<StoredEvent>, BusError> {
-        let p = partition_of(correlation, self.config().partitions());
+        let p = self.partition_of(correlation);
         let filter = self.subjects().correlation_filter(p, correlation);
         self.read_events(&filter).await
     }

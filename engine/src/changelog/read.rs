@@ -194,7 +194,7 @@ impl Changelog {
     ) -> Result<Option<InstanceRecord>, ChangelogError> {
         let corr = correlation.unwrap_or(instance);
         if let Ok(c) = choreo_schemas::CorrelationId::new(corr) {
-            let p = choreo_schemas::partition_of(&c, self.bus.config().partitions());
+            let p = self.bus.partition_of(&c);
             if let Some(e) = self.get(p, saga, instance).await? {
                 return Ok(Some(e.value));
             }

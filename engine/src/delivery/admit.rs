@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use choreo_schemas::{partition_of, EnvelopeError, Event, EventRegistry, EventType, RegistryError};
+use choreo_schemas::{EnvelopeError, Event, EventRegistry, EventType, Partitioner, RegistryError};
 
 use crate::bus::DlqReason;
 
@@ -13,7 +13,7 @@ use crate::bus::DlqReason;
 pub(crate) struct Limits {
     pub(crate) max_depth: u32,
     pub(crate) max_deliveries: u64,
-    pub(crate) partitions: u16,
+    pub(crate) partitioner: Partitioner,
 }
 
 /// What the driver knows about one delivery before the handler runs.
@@ -52,7 +52,7 @@ pub(crate) fn admit(
                     event.correlation.as_str()
                 )));
             }
-            let expected = partition_of(&event.correlation, limits.partitions);
+            let expected = limits.partitioner.partition_of(&event.correlation);
             if partition != expected {
                 return Err(DlqReason::SubjectMismatch(format!(
                     "published on partition {partition}, but correlation {} belongs to partition {expected}",
@@ -97,7 +97,10 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_depth: 4,
         max_deliveries: 3,
-        partitions: 8,
+        partitioner: Partitioner {
+            count: 8,
+            hash: choreo_schemas::PartitionHash::Fnv1a32,
+        },
     };
 
     fn setup() -> (Event, BTreeSet<EventType>, EventRegistry, String) {
@@ -110,7 +113,10 @@ mod tests {
         );
         let mut reg = EventRegistry::new();
         reg.register_opaque(ty.clone());
-        let subject = format!("choreo.evt.{}.c.a.v1", partition_of(&e.correlation, 8));
+        let subject = format!(
+            "choreo.evt.{}.c.a.v1",
+            LIMITS.partitioner.partition_of(&e.correlation)
+        );
         (e, BTreeSet::from([ty]), reg, subject)
     }
 

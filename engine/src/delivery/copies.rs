@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use choreo_schemas::{partition_of, Event, EventType};
+use choreo_schemas::{Event, EventType};
 use time::OffsetDateTime;
 
 use crate::bus::{wire, Bus};
@@ -39,7 +39,7 @@ pub(crate) async fn already_answered<'a>(
     source: &str,
     types: impl IntoIterator<Item = &'a EventType>,
 ) -> Result<bool, BusError> {
-    let partition = partition_of(&input.correlation, bus.config().partitions());
+    let partition = bus.partition_of(&input.correlation);
     let filters: Vec<String> = types
         .into_iter()
         .map(|ty| bus.subjects().event(partition, &input.correlation, ty))

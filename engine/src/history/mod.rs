@@ -4,7 +4,7 @@
 mod render;
 mod tree;
 
-use choreo_schemas::{partition_of, CorrelationId, Event};
+use choreo_schemas::{CorrelationId, Event};
 
 use crate::bus::{Bus, DeadLetter};
 use crate::error::BusError;
@@ -58,7 +58,7 @@ impl Bus {
         &self,
         correlation: &CorrelationId,
     ) -> Result<History, BusError> {
-        let p = partition_of(correlation, self.config().partitions());
+        let p = self.partition_of(correlation);
         let s = self.subjects();
         let filters = vec![
             s.correlation_filter(p, correlation),

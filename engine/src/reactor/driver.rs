@@ -241,7 +241,7 @@ impl<R: Reactor> Driver<R> {
         let limits = Limits {
             max_depth: self.env.settings.max_depth,
             max_deliveries: self.env.settings.max_deliveries,
-            partitions: bus.config().partitions(),
+            partitioner: bus.partitioner(),
         };
         let delivery = Delivery {
             decoded: crate::bus::wire::decode_stored(

@@ -320,7 +320,7 @@ impl Processor {
         let limits = Limits {
             max_depth: self.env.settings.max_depth,
             max_deliveries: u64::MAX,
-            partitions: bus.config().partitions(),
+            partitioner: bus.partitioner(),
         };
         let consumes = targets
             .iter()
