@@ -139,7 +139,7 @@ pub fn from_headers<'a, I>(headers: I, body: &[u8]) -> Result<Event, EnvelopeErr
 where
     I: IntoIterator<Item = (&'a str, &'a str)>,
 {
-    from_message(headers, body, None)
+    from_message(headers, body, Stored::default())
 }
 
 /// Decode any conforming CloudEvent from a NATS message's headers and body:
@@ -158,7 +158,7 @@ where
 pub fn from_message<'a, I>(
     headers: I,
     body: &[u8],
-    correlation: Option<&str>,
+    stored: Stored<'_>,
 ) -> Result<Event, EnvelopeError>
 where
     I: IntoIterator<Item = (&'a str, &'a str)>,
@@ -172,17 +172,24 @@ where
         return from_binary(
             attributes.iter().map(|(k, v)| (*k, v.as_str())),
             &data,
-            correlation,
+            stored,
         );
     }
-    from_binary(pairs, body, correlation)
+    from_binary(pairs, body, stored)
 }
 
-fn from_binary<'a, I>(
-    headers: I,
-    body: &[u8],
-    fallback_correlation: Option<&str>,
-) -> Result<Event, EnvelopeError>
+/// What the log knows of a stored message: the defaults for what a foreign producer left out.
+/// Both are facts of the stored message, so decoding it again (a replay) gives the same event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stored<'a> {
+    /// The correlation token of the subject the message was stored under: a missing
+    /// `correlationid` defaults to it.
+    pub correlation: Option<&'a str>,
+    /// When the log stored the message: a missing `time` defaults to it.
+    pub time: Option<OffsetDateTime>,
+}
+
+fn from_binary<'a, I>(headers: I, body: &[u8], stored: Stored<'_>) -> Result<Event, EnvelopeError>
 where
     I: IntoIterator<Item = (&'a str, &'a str)>,
 {
@@ -220,8 +227,11 @@ where
         return Err(invalid(SOURCE, "is empty".to_owned()));
     }
     let ty = EventType::new(require(TYPE)?).map_err(|e| invalid(TYPE, e.to_string()))?;
-    let time = OffsetDateTime::parse(&require(TIME)?, &Rfc3339)
-        .map_err(|e| invalid(TIME, format!("not an RFC 3339 timestamp: {e}")))?;
+    let time = match get(TIME)? {
+        Some(t) => OffsetDateTime::parse(&t, &Rfc3339)
+            .map_err(|e| invalid(TIME, format!("not an RFC 3339 timestamp: {e}")))?,
+        None => stored.time.ok_or(EnvelopeError::Missing(TIME))?,
+    };
     let data = match get(DATACONTENTTYPE)? {
         Some(ct) if media_type(&ct) == CONTENT_TYPE => body.to_vec(),
         Some(ct) if is_json(&ct) => json_to_msgpack(body)?,
@@ -230,7 +240,8 @@ where
     };
     let correlation = match get(CORRELATIONID)? {
         Some(c) => c,
-        None => fallback_correlation
+        None => stored
+            .correlation
             .map(str::to_owned)
             .ok_or(EnvelopeError::Missing(CORRELATIONID))?,
     };
@@ -357,6 +368,43 @@ mod tests {
         assert_eq!(back.expect("decodes"), e);
     }
 
+    #[test]
+    fn a_root_without_time_takes_the_stored_time() {
+        let h: Vec<_> = foreign().into_iter().filter(|(k, _)| *k != TIME).collect();
+        let pairs = || h.iter().map(|(k, v)| (*k, v.as_str()));
+        let body = br#"{"order":"42"}"#;
+        let at = OffsetDateTime::parse("2026-12-02T08:30:00Z", &Rfc3339).expect("valid");
+        let stored = Stored {
+            correlation: Some("order-42"),
+            time: Some(at),
+        };
+        assert_eq!(
+            from_message(
+                pairs(),
+                body,
+                Stored {
+                    time: None,
+                    ..stored
+                }
+            )
+            .expect_err("nothing to default to"),
+            EnvelopeError::Missing(TIME)
+        );
+        let e = from_message(pairs(), body, stored).expect("decodes");
+        assert_eq!(e.time, at);
+        // Decoding the stored message again gives the same event (replay).
+        assert_eq!(from_message(pairs(), body, stored).expect("decodes"), e);
+        // A time the producer set wins.
+        let with_time = foreign();
+        let e = from_message(
+            with_time.iter().map(|(k, v)| (*k, v.as_str())),
+            body,
+            stored,
+        )
+        .expect("decodes");
+        assert_ne!(e.time, at);
+    }
+
     /// What a producer in another language sends: binary mode, JSON data, a non-UUID id, none
     /// of choreo's extensions.
     fn foreign() -> Vec<(&'static str, String)> {
@@ -383,11 +431,15 @@ mod tests {
         let body = br#"{"order":"42","cents":999}"#;
         let h = foreign();
         let pairs = || h.iter().map(|(k, v)| (*k, v.as_str()));
+        let order_42 = Stored {
+            correlation: Some("order-42"),
+            ..Stored::default()
+        };
         assert_eq!(
-            from_message(pairs(), body, None).expect_err("no correlation"),
+            from_message(pairs(), body, Stored::default()).expect_err("no correlation"),
             EnvelopeError::Missing(CORRELATIONID)
         );
-        let e = from_message(pairs(), body, Some("order-42")).expect("decodes");
+        let e = from_message(pairs(), body, order_42).expect("decodes");
         assert_eq!(e.correlation.as_str(), "order-42");
         assert!(e.is_root() && e.depth == 0);
         let placed: Placed = crate::payload::decode_data(&e.ty, &e.data).expect("typed");
@@ -399,7 +451,7 @@ mod tests {
             }
         );
         // The same string id always maps to the same id; another string to another.
-        let again = from_message(pairs(), body, Some("order-42")).expect("decodes");
+        let again = from_message(pairs(), body, order_42).expect("decodes");
         assert_eq!(again.id, e.id);
         assert_eq!(
             e.id,
@@ -427,7 +479,7 @@ mod tests {
             e.id
         );
         let ct = [(CONTENT_TYPE_HEADER, STRUCTURED_CONTENT_TYPE)];
-        let got = from_message(ct, json.as_bytes(), None).expect("decodes");
+        let got = from_message(ct, json.as_bytes(), Stored::default()).expect("decodes");
         assert_eq!(got.id, e.id);
         assert_eq!(got.source, "urn:test source/ü");
         assert_eq!(got.depth, 3);
@@ -438,12 +490,12 @@ mod tests {
         );
         // Invalid JSON and a body that is no event are named.
         assert!(matches!(
-            from_message(ct, b"{oops", None),
+            from_message(ct, b"{oops", Stored::default()),
             Err(EnvelopeError::Structured(_))
         ));
         let no_type = r#"{"specversion":"1.0","id":"x","source":"s","time":"2026-12-01T10:00:00Z","correlationid":"c"}"#;
         assert_eq!(
-            from_message(ct, no_type.as_bytes(), None).expect_err("no type"),
+            from_message(ct, no_type.as_bytes(), Stored::default()).expect_err("no type"),
             EnvelopeError::Missing(TYPE)
         );
     }

@@ -34,6 +34,27 @@ pub(crate) struct RawStored {
     pub(crate) stored_ms: i64,
 }
 
+impl RawStored {
+    /// The stored message as an event (see [`wire::decode_stored`]).
+    pub(crate) fn decode(
+        &self,
+        subjects: &choreo_schemas::Subjects,
+    ) -> Result<Event, EnvelopeError> {
+        wire::decode_stored(
+            subjects,
+            &self.subject,
+            self.headers.as_ref(),
+            &self.payload,
+            from_unix_ms(self.stored_ms),
+        )
+    }
+}
+
+/// The time of a Unix ms timestamp (`None` out of range).
+pub(crate) fn from_unix_ms(ms: i64) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+}
+
 /// Unix ms of a stored message's server timestamp.
 pub(crate) fn unix_ms(t: time::OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
@@ -50,12 +71,7 @@ impl Bus {
             .into_iter()
             .map(|m| StoredEvent {
                 sequence: m.sequence,
-                event: wire::decode_stored(
-                    self.subjects(),
-                    &m.subject,
-                    m.headers.as_ref(),
-                    &m.payload,
-                ),
+                event: m.decode(self.subjects()),
                 subject: m.subject,
             })
             .collect())
@@ -78,12 +94,14 @@ impl Bus {
             .await
             .map_err(|e| BusError::js(format!("get stream {name}"), e))?;
         match stream.get_raw_message(sequence).await {
-            Ok(m) => {
-                Ok(
-                    wire::decode_stored(self.subjects(), &m.subject, Some(&m.headers), &m.payload)
-                        .ok(),
-                )
-            }
+            Ok(m) => Ok(wire::decode_stored(
+                self.subjects(),
+                &m.subject,
+                Some(&m.headers),
+                &m.payload,
+                Some(m.time),
+            )
+            .ok()),
             Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(BusError::js(format!("get {name} #{sequence}"), e)),
         }
@@ -143,12 +161,7 @@ impl Bus {
             .map(move |m| {
                 m.map(|m| StoredEvent {
                     sequence: m.sequence,
-                    event: wire::decode_stored(
-                        &subjects,
-                        &m.subject,
-                        m.headers.as_ref(),
-                        &m.payload,
-                    ),
+                    event: m.decode(&subjects),
                     subject: m.subject,
                 })
             })

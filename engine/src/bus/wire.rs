@@ -25,20 +25,24 @@ fn pairs(hdrs: Option<&HeaderMap>) -> Vec<(&str, &str)> {
 
 /// Decode an event from NATS headers and a body (either content mode). Never panics.
 pub fn decode_event(hdrs: Option<&HeaderMap>, body: &[u8]) -> Result<Event, EnvelopeError> {
-    headers::from_message(pairs(hdrs), body, None)
+    headers::from_message(pairs(hdrs), body, headers::Stored::default())
 }
 
-/// Decode an event stored under `subject` of the events stream (or of a redrive): as
-/// [`decode_event`], and a root without a `correlationid` (from a producer that knows nothing
-/// of choreo's extensions) takes the correlation of its subject.
+/// Decode an event stored under `subject` of the events stream (or of a redrive) at
+/// `stored_at`: as [`decode_event`], and a root from a producer that knows nothing of choreo's
+/// extensions takes the correlation of its subject, and its stored time when it has no `time`.
 pub fn decode_stored(
     subjects: &Subjects,
     subject: &str,
     hdrs: Option<&HeaderMap>,
     body: &[u8],
+    stored_at: Option<time::OffsetDateTime>,
 ) -> Result<Event, EnvelopeError> {
-    let correlation = subjects.parse_event(subject).map(|(_, c, _)| c);
-    headers::from_message(pairs(hdrs), body, correlation)
+    let stored = headers::Stored {
+        correlation: subjects.parse_event(subject).map(|(_, c, _)| c),
+        time: stored_at,
+    };
+    headers::from_message(pairs(hdrs), body, stored)
 }
 
 #[cfg(test)]

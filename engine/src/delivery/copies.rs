@@ -13,7 +13,7 @@ use std::time::Duration;
 use choreo_schemas::{Event, EventType};
 use time::OffsetDateTime;
 
-use crate::bus::{wire, Bus};
+use crate::bus::Bus;
 use crate::error::BusError;
 
 /// Whether the outputs of an earlier handling of this input may be older than the duplicate
@@ -51,7 +51,7 @@ pub(crate) async fn already_answered<'a>(
         .read_raw_multi(&bus.config().events_stream(), filters)
         .await?;
     Ok(stored.iter().any(|m| {
-        wire::decode_stored(bus.subjects(), &m.subject, m.headers.as_ref(), &m.payload)
+        m.decode(bus.subjects())
             .is_ok_and(|e| e.causation == input.id && e.source == source)
     }))
 }

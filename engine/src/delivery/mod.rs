@@ -72,6 +72,21 @@ pub(crate) fn delivery_info(msg: &Message) -> (u64, u64) {
     }
 }
 
+/// Decode a delivered message as an event (see [`crate::bus::wire::decode_stored`]), with the
+/// time JetStream stored it.
+pub(crate) fn decode_delivered(
+    subjects: &choreo_schemas::Subjects,
+    msg: &Message,
+) -> Result<choreo_schemas::Event, choreo_schemas::EnvelopeError> {
+    crate::bus::wire::decode_stored(
+        subjects,
+        msg.subject.as_str(),
+        msg.headers.as_ref(),
+        &msg.payload,
+        msg.info().ok().map(|i| i.published),
+    )
+}
+
 /// Run `fut`, telling JetStream every `every` that the message is still being worked on.
 pub(crate) async fn with_progress<F: Future>(msg: &Message, every: Duration, fut: F) -> F::Output {
     tokio::pin!(fut);

@@ -69,7 +69,7 @@ impl Bus {
             .await?;
         let mut history = History::default();
         for m in raw {
-            match crate::bus::wire::decode_stored(s, &m.subject, m.headers.as_ref(), &m.payload) {
+            match m.decode(s) {
                 Ok(event) => history.events.push(HistoryEntry {
                     sequence: m.sequence,
                     stored_ms: m.stored_ms,

@@ -21,7 +21,6 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 use super::context::ReactContext;
 use super::decide::{self, Attempt, Next};
 use super::Reactor;
-use crate::bus::wire::decode_stored;
 use crate::bus::{Bus, DlqReason};
 use crate::delivery::{admit, Delivery, Limits, COMMAND_DEAD_LETTERED, COMMAND_EXPIRED};
 use crate::delivery::{already_answered, maybe_past_window};
@@ -244,12 +243,7 @@ impl<R: Reactor> Driver<R> {
             partitioner: bus.partitioner(),
         };
         let delivery = Delivery {
-            decoded: crate::bus::wire::decode_stored(
-                bus.subjects(),
-                &subject,
-                msg.headers.as_ref(),
-                &msg.payload,
-            ),
+            decoded: crate::delivery::decode_delivered(bus.subjects(), &msg),
             subject: bus.subjects().parse_event(&subject),
             delivered,
         };
@@ -330,12 +324,7 @@ impl<R: Reactor> Driver<R> {
     }
 
     async fn dead_letter(&self, msg: &Message, reason: DlqReason, attempts: u32) {
-        let decoded = decode_stored(
-            self.env.bus.subjects(),
-            msg.subject.as_str(),
-            msg.headers.as_ref(),
-            &msg.payload,
-        );
+        let decoded = crate::delivery::decode_delivered(self.env.bus.subjects(), msg);
         let notice = match (&reason, decoded) {
             // The notice would be one hop deeper still.
             (DlqReason::DepthExceeded { .. }, _) | (_, Err(_)) => Vec::new(),

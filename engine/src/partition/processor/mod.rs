@@ -327,12 +327,7 @@ impl Processor {
             .flat_map(|s| s.inputs().iter().cloned())
             .collect();
         let delivery = Delivery {
-            decoded: crate::bus::wire::decode_stored(
-                self.env.bus.subjects(),
-                msg.subject.as_str(),
-                msg.headers.as_ref(),
-                &msg.payload,
-            ),
+            decoded: crate::delivery::decode_delivered(self.env.bus.subjects(), msg),
             subject: parsed,
             delivered: 1,
         };
