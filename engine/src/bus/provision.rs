@@ -235,13 +235,12 @@ pub(crate) async fn provision(
                 .clone()
                 .filter(|_| partitioner.hash == PartitionHash::Fnv1a32);
             if info.config.subject_transform != expected_transform {
-                return Err(BusError::IncompatibleStream {
-                    stream: name,
-                    reason: format!(
-                        "its subject transform is {:?}, expected {:?}",
-                        info.config.subject_transform, expected_transform
-                    ),
-                });
+                return Err(differs(
+                    name,
+                    "subject transform",
+                    &info.config.subject_transform,
+                    &expected_transform,
+                ));
             }
             if partitioner.hash != PartitionHash::Fnv1a32 {
                 tracing::warn!(
@@ -252,16 +251,28 @@ pub(crate) async fn provision(
             }
         }
         if info.config.subjects != expected_subjects {
-            return Err(BusError::IncompatibleStream {
-                stream: name,
-                reason: format!(
-                    "its subjects are {:?}, expected {:?}",
-                    info.config.subjects, expected_subjects
-                ),
-            });
+            return Err(differs(
+                name,
+                "subjects",
+                &info.config.subjects,
+                &expected_subjects,
+            ));
         }
     }
     Ok(partitioner)
+}
+
+/// An existing stream whose `what` is not what this version expects.
+fn differs(
+    stream: String,
+    what: &str,
+    found: &dyn std::fmt::Debug,
+    expected: &dyn std::fmt::Debug,
+) -> BusError {
+    BusError::IncompatibleStream {
+        stream,
+        reason: format!("its {what}: {found:?}, expected {expected:?}"),
+    }
 }
 
 /// Open the KV bucket `config.bucket`, creating it with `config` (file storage, the log's
