@@ -274,7 +274,7 @@ fn replay_runs_registered_sagas_and_fails_on_divergence() -> Result<()> {
     let code = |c: ExitCode| format!("{c:?}");
     assert_eq!(
         code(
-            choreo_cli::Operator::new()
+            choreo_ops::Operator::new()
                 .saga(Rally { changed: false })
                 .main_from(args(&[]))
         ),
@@ -282,7 +282,7 @@ fn replay_runs_registered_sagas_and_fails_on_divergence() -> Result<()> {
     );
     assert_eq!(
         code(
-            choreo_cli::Operator::new()
+            choreo_ops::Operator::new()
                 .saga(Rally { changed: true })
                 .main_from(args(&[]))
         ),

@@ -294,7 +294,7 @@ async fn sagas_and_partitions_read_the_changelog_while_the_node_runs() -> Result
     let replay = |by: u32, id: &'static str| {
         let url = url.clone();
         let run = std::thread::spawn(move || {
-            let code = choreo_cli::Operator::new()
+            let code = choreo_ops::Operator::new()
                 .saga(Greeter { by })
                 .main_from(["choreo", "replay", "greeter", id, "--nats", &url]);
             format!("{code:?}")

@@ -1,7 +1,7 @@
-//! # choreo-cli
+//! # choreo-ops
 //!
-//! The `choreo` command line as a library, so a team's own binary can mount the operator
-//! commands with **its** sagas registered (replay needs the saga's code):
+//! choreo's operator commands as a library that depends on the engine only, so a team's own
+//! binary can mount them with **its** sagas registered (replay needs the saga's code):
 //!
 //! ```no_run
 //! # use choreo::{Event, EventType, Saga, SagaContext, SagaError};
@@ -18,24 +18,24 @@
 //! # }
 //! fn main() -> std::process::ExitCode {
 //!     // `my-ops events ORDER`, `my-ops replay checkout ORDER`, `my-ops dlq list`, ...
-//!     choreo_cli::Operator::new().saga(Checkout).main()
+//!     choreo_ops::Operator::new().saga(Checkout).main()
 //! }
 //! ```
 //!
-//! [`OperatorCommand`] is the operator subcommand set (`events`, `trace`, `sagas`, `replay`,
-//! `partitions`, `dlq`, `stats`) for embedding in an existing clap CLI; [`Operator`] is the whole
-//! `choreo` application (those plus `dev`, `demo`, `publish`, `tail`).
+//! [`OperatorCommand`] is the subcommand set (`events`, `trace`, `sagas`, `replay`,
+//! `partitions`, `dlq`, `stats`, `stalls`, `publish`, `tail`, and `approve` with the feature
+//! `approvals`) for embedding in an
+//! existing clap CLI, with [`app`] for the process around it; [`Operator`] is a whole binary of
+//! those plus `completions`. The `choreo` application (crate `choreo-cli`) is this set plus
+//! `dev`, `demo`, `node`, `bench` and `chaos`, which need the examples, benches and chaos suite.
 
+pub mod app;
+#[cfg(feature = "approvals")]
 mod approve;
-mod bench;
-mod chaos;
 mod config;
-mod demo;
-mod dev;
 mod dlq;
 mod events;
 mod format;
-mod node;
 mod partitions;
 mod publish;
 mod replay;
@@ -53,14 +53,17 @@ use choreo::{Replayable, Saga};
 use clap::{Args, Parser, Subcommand};
 use thiserror::Error;
 
+#[cfg(feature = "approvals")]
 pub use approve::ApproveArgs;
 pub use dlq::DlqArgs;
 pub use events::{EventsArgs, TraceArgs};
 pub use partitions::PartitionsArgs;
+pub use publish::PublishArgs;
 pub use replay::ReplayArgs;
 pub use sagas::SagasArgs;
 pub use stalls::StallsArgs;
 pub use stats::StatsArgs;
+pub use tail::TailArgs;
 
 /// A command failed; the message is one line meant for the operator.
 #[derive(Debug, Error)]
@@ -93,7 +96,7 @@ impl Conn {
             .url(self.nats.clone())
             .namespace(self.namespace.clone())
             .partitions(self.partitions)
-            .client_name("choreo-cli")
+            .client_name("choreo-ops")
             .build()?)
     }
 
@@ -122,7 +125,12 @@ pub enum OperatorCommand {
     /// Open waits the stall watchdog reported, with what they await and who could produce it.
     Stalls(StallsArgs),
     /// Answer a pending approval request (`--deny` to refuse).
+    #[cfg(feature = "approvals")]
     Approve(ApproveArgs),
+    /// Publish one event (JSON data is converted to msgpack).
+    Publish(PublishArgs),
+    /// Follow the log, one line per event.
+    Tail(TailArgs),
 }
 
 impl OperatorCommand {
@@ -137,7 +145,10 @@ impl OperatorCommand {
             Self::Dlq(a) => dlq::run(a).await?,
             Self::Stats(a) => stats::run(a).await?,
             Self::Stalls(a) => stalls::run(a).await?,
+            #[cfg(feature = "approvals")]
             Self::Approve(a) => approve::run(a).await?,
+            Self::Publish(a) => publish::run(a).await?,
+            Self::Tail(a) => tail::run(a).await?,
         }
         Ok(())
     }
@@ -145,44 +156,28 @@ impl OperatorCommand {
 
 #[derive(Debug, Parser)]
 #[command(
-    name = "choreo",
     version,
-    about = "choreo: a durable-workflow hybrid engine on NATS JetStream",
+    about = "choreo operator commands",
     after_help = "Defaults come from --config FILE, $CHOREO_CONFIG or ./choreo.toml \
                   (keys: nats, namespace, partitions, data_dir); flags and CHOREO_* variables win."
 )]
-struct Cli {
+struct OperatorCli {
     #[command(subcommand)]
-    command: Command,
+    command: OperatorCliCommand,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
-    /// Run a local nats-server with JetStream and the choreo streams until Ctrl-C.
-    Dev(dev::DevArgs),
-    /// Run an example swarm (travel, or release) end to end and print what happened.
-    Demo(demo::DemoArgs),
-    /// Run one node hosting an example's actors and sagas until SIGTERM or Ctrl-C.
-    Node(node::NodeArgs),
-    /// Publish one event (JSON data is converted to msgpack).
-    Publish(publish::PublishArgs),
-    /// Follow the log, one line per event.
-    Tail(tail::TailArgs),
-    /// Benchmark the engine against the raw JetStream baseline (and a peer) in one run.
-    Bench(bench::BenchArgs),
-    /// The chaos suite: real servers and nodes through seeded faults, checked from the log.
-    Chaos(chaos::ChaosArgs),
-    /// Print a shell completion script: `choreo completions bash > /etc/bash_completion.d/choreo`
-    /// (zsh: into a directory on `$fpath` as `_choreo`; fish: `~/.config/fish/completions/`).
+enum OperatorCliCommand {
+    #[command(flatten)]
+    Ops(OperatorCommand),
+    /// Print a shell completion script (bash, zsh, fish, ...).
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    #[command(flatten)]
-    Ops(OperatorCommand),
 }
 
-/// The `choreo` application with a set of registered sagas.
+/// A binary of the operator commands with a set of registered sagas.
 #[derive(Default, Clone)]
 pub struct Operator {
     sagas: Vec<Arc<dyn Replayable>>,
@@ -190,8 +185,9 @@ pub struct Operator {
 
 impl std::fmt::Debug for Operator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.sagas.iter().map(|s| s.saga_name()).collect();
-        f.debug_struct("Operator").field("sagas", &names).finish()
+        f.debug_struct("Operator")
+            .field("sagas", &self.saga_names())
+            .finish()
     }
 }
 
@@ -207,6 +203,15 @@ impl Operator {
         self
     }
 
+    /// The registered sagas, for a binary that runs [`OperatorCommand`] itself.
+    pub fn sagas(&self) -> &[Arc<dyn Replayable>] {
+        &self.sagas
+    }
+
+    fn saga_names(&self) -> Vec<&str> {
+        self.sagas.iter().map(|s| s.saga_name()).collect()
+    }
+
     /// Parse the process's arguments, run, and turn errors into one line on stderr.
     pub fn main(self) -> ExitCode {
         self.main_from(std::env::args_os())
@@ -218,95 +223,19 @@ impl Operator {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        quiet_on_broken_pipe();
-        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-        let args = match config::apply(args) {
+        let args = match app::prepare_args(args) {
             Ok(a) => a,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
+            Err(code) => return code,
         };
-        let cli = Cli::parse_from(args);
-        if let Command::Completions { shell } = &cli.command {
-            use clap::CommandFactory as _;
-            let mut cmd = Cli::command();
-            clap_complete::generate(*shell, &mut cmd, "choreo", &mut std::io::stdout());
-            return ExitCode::SUCCESS;
-        }
-        let log_filter = std::env::var("CHOREO_LOG").unwrap_or_else(|_| "error".to_owned());
-        #[cfg(feature = "otlp")]
-        let telemetry = if choreo::Telemetry::configured() {
-            match choreo::Telemetry::init("choreo", &log_filter, std::time::Duration::from_secs(10))
-            {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
+        let name = app::program_name(&args, "choreo-ops");
+        let cli = OperatorCli::parse_from(args);
+        match cli.command {
+            OperatorCliCommand::Completions { shell } => {
+                use clap::CommandFactory as _;
+                app::print_completions(shell, &mut OperatorCli::command(), &name);
+                ExitCode::SUCCESS
             }
-        } else {
-            None
-        };
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_new(&log_filter)
-                    .unwrap_or_else(|_| "error".into()),
-            )
-            .with_writer(std::io::stderr)
-            .try_init();
-        let runtime = match tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("error: cannot start the async runtime: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let sagas = self.sagas;
-        let result: Result<(), CommandError> = runtime.block_on(async move {
-            match cli.command {
-                Command::Dev(a) => Ok(dev::run(a).await?),
-                Command::Demo(a) => Ok(demo::run(a).await?),
-                Command::Node(a) => Ok(node::run(a).await?),
-                Command::Publish(a) => Ok(publish::run(a).await?),
-                Command::Tail(a) => Ok(tail::run(a).await?),
-                Command::Bench(a) => Ok(bench::run(a).await?),
-                Command::Chaos(a) => Ok(chaos::run(a).await?),
-                Command::Completions { .. } => Ok(()), // answered before the runtime
-                Command::Ops(op) => op.run(&sagas).await,
-            }
-        });
-        #[cfg(feature = "otlp")]
-        if let Some(t) = telemetry {
-            runtime.block_on(t.shutdown());
-        }
-        match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
+            OperatorCliCommand::Ops(op) => app::execute(&name, op.run(&self.sagas)),
         }
     }
-}
-
-/// `choreo … | head`: when the reader goes away, printing fails with a broken pipe; that ends
-/// the command quietly (exit 0, as `head` asked), not with a panic and exit 101.
-fn quiet_on_broken_pipe() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let msg = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or_default();
-        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
-            std::process::exit(0);
-        }
-        default(info);
-    }));
 }

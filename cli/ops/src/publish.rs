@@ -6,8 +6,9 @@ use clap::Args;
 
 use crate::Conn;
 
+/// `publish`: one event, data given as JSON.
 #[derive(Debug, Args)]
-pub(crate) struct PublishArgs {
+pub struct PublishArgs {
     /// Event type, e.g. `order.placed.v1`.
     #[arg(long = "type")]
     ty: String,

@@ -7,8 +7,9 @@ use futures::StreamExt;
 use crate::format;
 use crate::Conn;
 
+/// `tail`: follow the log, one line per event.
 #[derive(Debug, Args)]
-pub(crate) struct TailArgs {
+pub struct TailArgs {
     /// Only this event type.
     #[arg(long = "type")]
     ty: Option<String>,

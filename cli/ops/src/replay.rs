@@ -29,7 +29,7 @@ pub(crate) async fn run(args: ReplayArgs, sagas: &[Arc<dyn Replayable>]) -> anyh
     let Some(saga) = sagas.iter().find(|s| s.saga_name() == args.saga) else {
         let known: Vec<&str> = sagas.iter().map(|s| s.saga_name()).collect();
         bail!(
-            "saga {} is not registered in this binary (registered: {}); replay needs the saga's code: mount choreo_cli::Operator in your own binary with .saga(..)",
+            "saga {} is not registered in this binary (registered: {}); replay needs the saga's code: mount choreo_ops::Operator in your own binary with .saga(..)",
             args.saga,
             if known.is_empty() { "none".to_owned() } else { known.join(", ") }
         );
