@@ -243,6 +243,7 @@ async fn user_errors_are_one_line_without_panic() -> Result<()> {
 #[tokio::test]
 async fn operator_actions_on_an_unknown_instance_say_so() -> Result<()> {
     let server = NatsServer::start_temp().await?;
+    Bus::connect(BusConfig::builder().url(server.url()).build()?).await?;
     for action in ["compensate", "retry"] {
         let out = choreo()
             .args(["sagas", action, "trip", "nosuch", "--nats", &server.url()])
@@ -299,6 +300,7 @@ async fn dev_serves_until_interrupted() -> Result<()> {
 #[tokio::test]
 async fn a_config_file_supplies_defaults_and_a_bad_one_is_a_clear_error() -> Result<()> {
     let server = NatsServer::start_temp().await?;
+    Bus::connect(BusConfig::builder().url(server.url()).build()?).await?;
     let dir = tempfile::tempdir()?;
     std::fs::write(
         dir.path().join("choreo.toml"),
@@ -381,6 +383,85 @@ async fn a_closed_reader_ends_a_command_quietly() -> Result<()> {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{:?}: {err}", out.status);
     assert!(!err.contains("panicked"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn read_commands_on_an_unused_namespace_say_so_and_create_nothing() -> Result<()> {
+    let server = NatsServer::start_temp().await?;
+    let url = server.url();
+    let reads: [&[&str]; 10] = [
+        &["events", "c-1"],
+        &["trace", "c-1"],
+        &["sagas", "list"],
+        &["sagas", "show", "trip", "c-1"],
+        &["partitions"],
+        &["dlq", "list"],
+        &["stats"],
+        &["stalls"],
+        &["replay", "trip", "c-1"],
+        &["tail"],
+    ];
+    for args in reads {
+        let out = tokio::time::timeout(
+            WAIT,
+            choreo()
+                .args(args)
+                .args(["--nats", &url, "--namespace", "other"])
+                .output(),
+        )
+        .await
+        .with_context(|| format!("{args:?} did not end"))??;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(
+            err.starts_with("error: namespace \"other\" has no choreo log at")
+                && err.trim_end().lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
+    // Nothing was created: no stream, so no KV bucket either (buckets are streams).
+    let client = async_nats::connect(&url).await?;
+    let js = async_nats::jetstream::new(client);
+    let account = js.query_account().await?;
+    assert_eq!((account.streams, account.consumers), (0, 0), "{account:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn tail_deletes_its_consumer_when_it_ends() -> Result<()> {
+    let server = NatsServer::start_temp().await?;
+    let url = server.url();
+    let bus = Bus::connect(BusConfig::builder().url(url.clone()).build()?).await?;
+    let events = bus.config().events_stream();
+    let consumers = || {
+        let js = bus.jetstream().clone();
+        let events = events.clone();
+        async move {
+            let info = js.get_stream(&events).await?.info().await?.clone();
+            Ok::<_, anyhow::Error>(info.state.consumer_count)
+        }
+    };
+    let mut tail = choreo()
+        .args(["tail", "--nats", &url])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = tail.stdout.take().context("stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    // The header is printed once the follow's consumer exists.
+    read_until(&mut lines, |l| l.starts_with("TIME")).await?;
+    assert_eq!(consumers().await?, 1, "tail follows with one consumer");
+    let pid = tail.id().context("tail's pid")?;
+    let kill = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .await?;
+    assert!(kill.success());
+    let status = tokio::time::timeout(WAIT, tail.wait())
+        .await
+        .context("tail did not end on SIGINT")??;
+    assert!(status.success(), "{status:?}");
+    assert_eq!(consumers().await?, 0, "tail left its consumer behind");
     Ok(())
 }
 

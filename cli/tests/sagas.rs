@@ -369,9 +369,17 @@ async fn sagas_and_partitions_read_the_changelog_while_the_node_runs() -> Result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn partitions_of_an_unused_namespace_creates_no_bucket() -> Result<()> {
+async fn partitions_of_a_namespace_without_nodes_creates_no_bucket() -> Result<()> {
     let server = NatsServer::start_temp().await?;
     let url = server.url();
+    let bus = Bus::connect(
+        BusConfig::builder()
+            .url(url.clone())
+            .namespace("idle")
+            .partitions(4)
+            .build()?,
+    )
+    .await?;
     let parts = run_json(&[
         "partitions",
         "--json",
@@ -408,14 +416,6 @@ async fn partitions_of_an_unused_namespace_creates_no_bucket() -> Result<()> {
         row.split_whitespace().collect::<Vec<_>>(),
         ["0", "-", "-", "-", "-", "0", "0"]
     );
-    let bus = Bus::connect(
-        BusConfig::builder()
-            .url(url)
-            .namespace("idle")
-            .partitions(4)
-            .build()?,
-    )
-    .await?;
     let leases = bus.config().bucket(choreo::LEASES_BUCKET);
     assert!(
         bus.jetstream()
@@ -433,6 +433,14 @@ async fn stalls_lists_a_wait_nobody_can_answer() -> Result<()> {
     let url = server.url();
     let dir = tempfile::tempdir()?;
     let nats = ["--nats", url.as_str(), "--namespace", "stalling"];
+    // The namespace exists (read commands create none) and has no saga yet.
+    Bus::connect(
+        BusConfig::builder()
+            .url(url.clone())
+            .namespace("stalling")
+            .build()?,
+    )
+    .await?;
     let (ok, text, err) = run(&[&["stalls"][..], &nats].concat()).await?;
     assert!(ok && text.trim() == "no stalled waits", "{text} {err}");
     let node = Node::builder()

@@ -42,6 +42,16 @@ pub enum BusError {
         /// Partition count this node was configured with.
         configured: u16,
     },
+    /// [`crate::Bus::open`]: the namespace has no events stream (nothing created it yet).
+    #[error("namespace {namespace:?} has no choreo log at {url} (stream {stream} does not exist): nothing to read; a node, `choreo dev` or `choreo publish` creates it (check --namespace)")]
+    NoNamespace {
+        /// The namespace asked for.
+        namespace: String,
+        /// The NATS URL.
+        url: String,
+        /// Its events stream's name.
+        stream: String,
+    },
     /// A stream exists but was not created by choreo, or differs in an incompatible way.
     #[error("stream {stream} is not usable by choreo: {reason}")]
     IncompatibleStream {

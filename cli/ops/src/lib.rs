@@ -101,7 +101,7 @@ impl Conn {
     }
 
     async fn bus(&self) -> anyhow::Result<choreo::Bus> {
-        Ok(choreo::Bus::connect(self.bus_config()?).await?)
+        Ok(choreo::Bus::open(self.bus_config()?).await?)
     }
 }
 

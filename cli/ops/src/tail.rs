@@ -26,18 +26,22 @@ pub struct TailArgs {
 pub(crate) async fn run(args: TailArgs) -> anyhow::Result<()> {
     let ty = args.ty.map(EventType::new).transpose()?;
     let correlation = args.correlation.map(CorrelationId::new).transpose()?;
-    let bus = Bus::connect(args.conn.bus_config()?).await?;
+    let bus = Bus::open(args.conn.bus_config()?).await?;
     let filter = bus.filter_for(correlation.as_ref(), ty.as_ref());
     let mut events = bus.follow_events(&filter, args.from_start).await?;
     println!("{}", format::TAIL_HEADER);
-    loop {
+    let result = loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = tokio::signal::ctrl_c() => break Ok(()),
             next = events.next() => match next {
-                None => anyhow::bail!("the connection to NATS closed"),
-                Some(Err(e)) => return Err(e.into()),
+                None => break Err(anyhow::anyhow!("the connection to NATS closed")),
+                Some(Err(e)) => break Err(e.into()),
                 Some(Ok(stored)) => println!("{}", format::tail_line(&stored)),
             }
         }
-    }
+    };
+    // Delete the follow's consumer before exiting, rather than leave it to expire.
+    drop(events);
+    bus.close().await;
+    result
 }

@@ -112,6 +112,7 @@ pub(super) async fn follow(
         attempts: 0,
         gone: 0,
         done: false,
+        consumer: None,
     };
     let inner = follow
         .open()
@@ -154,6 +155,31 @@ struct Follow {
     gone: u32,
     /// A permanent error was returned: the follow is over.
     done: bool,
+    /// The current consumer's name, deleted when the follow is dropped.
+    consumer: Option<String>,
+}
+
+impl Drop for Follow {
+    /// A dropped follow deletes its consumer rather than leave it to the inactivity threshold;
+    /// [`super::Bus::close`] awaits the deletion (a process about to exit calls it).
+    fn drop(&mut self) {
+        let Some(name) = self.consumer.take() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let js = self.js.clone();
+        let stream = self.stream.clone();
+        let task = rt.spawn(async move {
+            if let Ok(s) = js.get_stream_no_info(&stream).await {
+                if let Err(e) = s.delete_consumer(&name).await {
+                    tracing::debug!(consumer = %name, error = %e, "cannot delete a follow's consumer");
+                }
+            }
+        });
+        self.bus.track_cleanup(task);
+    }
 }
 
 /// Why creating the consumer failed.
@@ -205,6 +231,7 @@ impl Follow {
                 }
                 _ => OpenError::Transient(e.to_string()),
             })?;
+        self.consumer = Some(consumer.cached_info().name.clone());
         consumer
             .stream()
             .max_messages_per_batch(BATCH)

@@ -55,6 +55,8 @@ struct Inner {
     subjects: Subjects,
     /// The namespace's partitioning, as recorded on its events stream.
     partitioner: Partitioner,
+    /// Deletions of dropped follows' consumers, awaited by [`Bus::close`].
+    cleanups: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// A connection to NATS with the choreo streams provisioned. Cheap to clone.
@@ -78,7 +80,32 @@ impl Bus {
     ///
     /// Fails with [`BusError::PartitionMismatch`] when the log exists with another partition count.
     pub async fn connect(config: BusConfig) -> Result<Self, BusError> {
-        let (client, reconnects) = connect_client(&config).await?;
+        let (client, reconnects, js) = Self::connect_js(&config).await?;
+        let partitioner = provision::provision(&js, &config).await?;
+        Ok(Self::assemble(client, reconnects, js, config, partitioner))
+    }
+
+    /// Connect to a namespace that exists, creating and changing nothing: for reading
+    /// (operator commands, dashboards). Fails with [`BusError::NoNamespace`] when the
+    /// namespace has no log, and with [`BusError::PartitionMismatch`] as [`Bus::connect`] does.
+    /// The bus can publish, but the streams it would need are not checked.
+    pub async fn open(config: BusConfig) -> Result<Self, BusError> {
+        let (client, reconnects, js) = Self::connect_js(&config).await?;
+        let partitioner = provision::inspect(&js, &config).await?;
+        Ok(Self::assemble(client, reconnects, js, config, partitioner))
+    }
+
+    async fn connect_js(
+        config: &BusConfig,
+    ) -> Result<
+        (
+            Client,
+            tokio::sync::watch::Receiver<u64>,
+            jetstream::Context,
+        ),
+        BusError,
+    > {
+        let (client, reconnects) = connect_client(config).await?;
         let version = client.server_info().version;
         if !version::is_supported(&version) {
             return Err(BusError::ServerTooOld {
@@ -91,9 +118,18 @@ impl Bus {
             .max_ack_inflight(4096)
             .backpressure_on_inflight(true)
             .build(client.clone());
-        let partitioner = provision::provision(&js, &config).await?;
+        Ok((client, reconnects, js))
+    }
+
+    fn assemble(
+        client: Client,
+        reconnects: tokio::sync::watch::Receiver<u64>,
+        js: jetstream::Context,
+        config: BusConfig,
+        partitioner: Partitioner,
+    ) -> Self {
         let subjects = Subjects::new(config.namespace.clone());
-        Ok(Self {
+        Self {
             inner: Arc::new(Inner {
                 client,
                 reconnects,
@@ -101,8 +137,36 @@ impl Bus {
                 config,
                 subjects,
                 partitioner,
+                cleanups: std::sync::Mutex::new(Vec::new()),
             }),
-        })
+        }
+    }
+
+    /// Remember a clean-up task (a dropped follow's consumer deletion) for [`Bus::close`].
+    pub(crate) fn track_cleanup(&self, task: tokio::task::JoinHandle<()>) {
+        let mut tasks = self
+            .inner
+            .cleanups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+    }
+
+    /// Finish before the process exits: await the deletion of dropped follows' consumers (so a
+    /// `tail` leaves no consumer behind) and flush what was published.
+    pub async fn close(&self) {
+        let tasks: Vec<_> = std::mem::take(
+            &mut *self
+                .inner
+                .cleanups
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for task in tasks {
+            let _ = task.await;
+        }
+        let _ = self.inner.client.flush().await;
     }
 
     /// The underlying NATS client.

@@ -262,6 +262,46 @@ pub(crate) async fn provision(
     Ok(partitioner)
 }
 
+/// Look the namespace up without creating or changing anything (read-only commands): its
+/// events stream must exist; its partition count must be the configured one; its recorded hash
+/// is used as it is (no in-place upgrade).
+pub(crate) async fn inspect(
+    js: &jetstream::Context,
+    cfg: &BusConfig,
+) -> Result<Partitioner, BusError> {
+    let name = cfg.events_stream();
+    let mut stream = match js.get_stream(&name).await {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                jetstream::context::GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+            ) =>
+        {
+            return Err(BusError::NoNamespace {
+                namespace: cfg.namespace.clone(),
+                url: cfg.url.clone(),
+                stream: name,
+            });
+        }
+        Err(e) => return Err(BusError::js(format!("stream info {name}"), e)),
+    };
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| BusError::js(format!("stream info {name}"), e))?;
+    check_partitions(
+        &name,
+        info.config.metadata.get(PARTITIONS_METADATA_KEY),
+        cfg.partitions,
+    )?;
+    Ok(Partitioner {
+        count: cfg.partitions,
+        hash: recorded_hash(&name, info.config.metadata.get(PARTITION_HASH_METADATA_KEY))?,
+    })
+}
+
 /// An existing stream whose `what` is not what this version expects.
 fn differs(
     stream: String,
