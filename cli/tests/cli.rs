@@ -429,6 +429,40 @@ async fn read_commands_on_an_unused_namespace_say_so_and_create_nothing() -> Res
 }
 
 #[tokio::test]
+async fn colour_only_on_a_terminal_or_when_forced_and_never_with_no_color() -> Result<()> {
+    let server = NatsServer::start_temp().await?;
+    let url = server.url();
+    Bus::connect(BusConfig::builder().url(url.clone()).build()?).await?;
+    let partitions = |env: &'static [(&'static str, &'static str)]| {
+        let url = url.clone();
+        async move {
+            let mut c = choreo();
+            c.args(["partitions", "--nats", &url])
+                .env_remove("NO_COLOR")
+                .env_remove("CLICOLOR_FORCE")
+                .envs(env.iter().copied());
+            let out = c.output().await?;
+            anyhow::ensure!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok::<_, anyhow::Error>(String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+    };
+    let piped = partitions(&[]).await?;
+    assert!(
+        piped.starts_with("PARTITION") && !piped.contains('\x1b'),
+        "{piped:?}"
+    );
+    let forced = partitions(&[("CLICOLOR_FORCE", "1")]).await?;
+    assert!(forced.starts_with("\x1b[1mPARTITION"), "{forced:?}");
+    let refused = partitions(&[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")]).await?;
+    assert_eq!(refused, piped, "NO_COLOR wins");
+    Ok(())
+}
+
+#[tokio::test]
 async fn tail_deletes_its_consumer_when_it_ends() -> Result<()> {
     let server = NatsServer::start_temp().await?;
     let url = server.url();

@@ -5,6 +5,8 @@ use clap::{Args, ValueEnum};
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 
+use crate::format::padded;
+use crate::style::{paint, Style};
 use crate::Conn;
 
 /// Arguments of `choreo events`.
@@ -91,17 +93,18 @@ pub(crate) async fn run_events(args: EventsArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    println!(
+    let header = format!(
         "{:>6}  {:<30}  {:<26}  {:<18}  {:<36}  {:<36}  {:>5}",
         "SEQ", "TIME", "TYPE", "SOURCE", "ID", "CAUSATION", "DEPTH"
     );
+    println!("{}", paint(&header, Style::Header));
     for e in &h.events {
         let ev = &e.event;
         println!(
-            "{:>6}  {:<30}  {:<26}  {:<18}  {:<36}  {:<36}  {:>5}{}",
+            "{:>6}  {:<30}  {}  {:<18}  {:<36}  {:<36}  {:>5}{}",
             e.sequence,
             ev.time.format(&Rfc3339).unwrap_or_default(),
-            ev.ty.as_str(),
+            padded(ev.ty.as_str(), 26, Style::Type),
             ev.source,
             ev.id.to_string(),
             if ev.is_root() {
@@ -116,13 +119,15 @@ pub(crate) async fn run_events(args: EventsArgs) -> anyhow::Result<()> {
         );
     }
     for l in &h.dead_letters {
-        println!(
+        let line = format!(
             "  DLQ #{} by {}: {} — {}",
             l.dlq_sequence, l.actor, l.reason, l.detail
         );
+        println!("{}", paint(&line, Style::Bad));
     }
     for (seq, why) in &h.undecodable {
-        println!("  seq {seq}: not a choreo event ({why})");
+        let line = format!("  seq {seq}: not a choreo event ({why})");
+        println!("{}", paint(&line, Style::Bad));
     }
     Ok(())
 }

@@ -3,15 +3,24 @@
 use choreo::StoredEvent;
 use time::format_description::well_known::Rfc3339;
 
+use crate::style::{paint, Style};
+
+/// The header of `tail`'s lines (bold on a terminal: print it through [`paint`]).
 pub(crate) const TAIL_HEADER: &str =
     "TIME                            TYPE                      CORRELATION       CAUSATION                             SOURCE              DEPTH";
+
+/// `text` left-aligned in `width` columns, then coloured (the padding stays plain).
+pub(crate) fn padded(text: &str, width: usize, style: Style) -> String {
+    let pad = width.saturating_sub(text.chars().count());
+    format!("{}{}", paint(text, style), " ".repeat(pad))
+}
 
 pub(crate) fn tail_line(stored: &StoredEvent) -> String {
     match &stored.event {
         Ok(e) => format!(
-            "{:<31} {:<25} {:<17} {:<37} {:<19} {}",
+            "{:<31} {} {:<17} {:<37} {:<19} {}",
             e.time.format(&Rfc3339).unwrap_or_default(),
-            e.ty.as_str(),
+            padded(e.ty.as_str(), 25, Style::Type),
             e.correlation.as_str(),
             if e.is_root() {
                 "-".to_owned()
@@ -21,9 +30,12 @@ pub(crate) fn tail_line(stored: &StoredEvent) -> String {
             e.source,
             e.depth
         ),
-        Err(err) => format!(
-            "seq {} on {}: not a choreo event ({err})",
-            stored.sequence, stored.subject
+        Err(err) => paint(
+            &format!(
+                "seq {} on {}: not a choreo event ({err})",
+                stored.sequence, stored.subject
+            ),
+            Style::Bad,
         ),
     }
 }

@@ -42,6 +42,7 @@ mod replay;
 mod sagas;
 mod stalls;
 mod stats;
+mod style;
 mod table;
 mod tail;
 

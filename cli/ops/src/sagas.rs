@@ -192,7 +192,8 @@ fn print_list(records: &[InstanceRecord]) {
         ("TIMERS", Align::Right),
         ("UPDATED", Align::Left),
         ("REASON", Align::Left),
-    ]);
+    ])
+    .style_column(2, crate::style::of_status);
     for r in records {
         t.row(vec![
             r.saga.clone(),

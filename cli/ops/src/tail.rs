@@ -29,7 +29,10 @@ pub(crate) async fn run(args: TailArgs) -> anyhow::Result<()> {
     let bus = Bus::open(args.conn.bus_config()?).await?;
     let filter = bus.filter_for(correlation.as_ref(), ty.as_ref());
     let mut events = bus.follow_events(&filter, args.from_start).await?;
-    println!("{}", format::TAIL_HEADER);
+    println!(
+        "{}",
+        crate::style::paint(format::TAIL_HEADER, crate::style::Style::Header)
+    );
     let result = loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break Ok(()),
