@@ -59,6 +59,10 @@ pub(crate) struct NodeArgs {
     /// fenced and a lost lease does not stop a partition).
     #[arg(long, hide = true, value_enum, value_delimiter = ',')]
     pub(crate) bug: Vec<Bug>,
+    /// The data format of the events this node publishes: `msgpack`, or `json` for consumers
+    /// in other languages (choreo reads both).
+    #[arg(long, env = "CHOREO_DATA_FORMAT", default_value = "msgpack", value_parser = choreo_ops::parse_data_format)]
+    pub(crate) data_format: choreo::DataFormat,
 }
 
 /// A deliberate bug (`--bug`).
@@ -74,6 +78,7 @@ pub(crate) fn bus_config(
     partitions: u16,
     replicas: u8,
     name: &str,
+    data_format: choreo::DataFormat,
 ) -> anyhow::Result<BusConfig> {
     let replicas = match replicas {
         1 => Replicas::One,
@@ -85,11 +90,18 @@ pub(crate) fn bus_config(
         .partitions(partitions)
         .replicas(replicas)
         .client_name(name)
+        .data_format(data_format)
         .build()?)
 }
 
 async fn start(args: &NodeArgs, dir: PathBuf) -> anyhow::Result<RunningNode> {
-    let cfg = bus_config(&args.nats, args.partitions, args.replicas, "choreo-node")?;
+    let cfg = bus_config(
+        &args.nats,
+        args.partitions,
+        args.replicas,
+        "choreo-node",
+        args.data_format,
+    )?;
     let ttl = Duration::from_millis(args.lease_ttl_ms);
     if !args.bug.is_empty() && args.example != Example::Travel {
         anyhow::bail!("--bug applies to the travel example only");

@@ -34,7 +34,16 @@ async fn a_python_producer_starts_trips_and_reads_their_outcome() -> Result<()> 
     let pythonpath = python_path()?;
     let server = NatsServer::start_temp().await?;
     let dir = tempfile::tempdir()?;
-    let node = NodeProc::start(&server.url(), dir.path(), "n1", 3000, 1).await?;
+    // The node writes JSON data, so the consumer reads it with no msgpack.
+    let node = NodeProc::start_with(
+        &server.url(),
+        dir.path(),
+        "n1",
+        3000,
+        1,
+        &["--data-format", "json"],
+    )
+    .await?;
     for (trip, mode) in [
         ("trip-py-structured", "structured"),
         ("trip-py-binary", "binary"),
@@ -64,8 +73,20 @@ async fn a_python_producer_starts_trips_and_reads_their_outcome() -> Result<()> 
             stdout.contains(&format!("on choreo.in.{trip}.trip.requested.v1")),
             "{mode}: {stdout}"
         );
-        // The consumer saw the saga's commands too, not just its end.
-        assert!(stdout.contains("flight.book.v1"), "{mode}: {stdout}");
+        // The consumer saw the saga's commands too, not just its end, with their JSON data.
+        let book = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with("flight.book.v1 "))
+            .with_context(|| format!("{mode}: no flight.book.v1 line: {stdout}"))?;
+        let data: serde_json::Value = serde_json::from_str(
+            book.trim_start()
+                .trim_start_matches("flight.book.v1")
+                .trim(),
+        )
+        .with_context(|| format!("{mode}: JSON data: {book}"))?;
+        assert_eq!(data["trip"], trip, "{book}");
+        // The request went in as JSON from Python; the node's own events are JSON too.
+        assert!(!stdout.contains("application/msgpack"), "{mode}: {stdout}");
     }
     node.stop().await?;
     Ok(())

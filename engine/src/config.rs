@@ -1,7 +1,10 @@
 //! Connection and log configuration, with validating builders.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use choreo_schemas::{DataFormat, EventType};
 
 use crate::error::ConfigError;
 
@@ -79,9 +82,20 @@ pub struct BusConfig {
     pub(crate) replicas: Replicas,
     pub(crate) duplicate_window: Duration,
     pub(crate) request_timeout: Duration,
+    pub(crate) data_format: DataFormat,
+    pub(crate) json_types: BTreeSet<EventType>,
 }
 
 impl BusConfig {
+    /// The format this bus writes the data of events of type `ty` in.
+    pub fn data_format_of(&self, ty: &EventType) -> DataFormat {
+        if self.json_types.contains(ty) {
+            DataFormat::Json
+        } else {
+            self.data_format
+        }
+    }
+
     /// Start a builder with defaults (URL from `CHOREO_NATS_URL` or `nats://127.0.0.1:4222`,
     /// namespace `choreo`, 16 partitions, one replica, 2 min duplicate window).
     pub fn builder() -> BusConfigBuilder {
@@ -143,6 +157,8 @@ pub struct BusConfigBuilder {
     replicas: Replicas,
     duplicate_window: Duration,
     request_timeout: Duration,
+    data_format: DataFormat,
+    json_types: BTreeSet<EventType>,
 }
 
 impl Default for BusConfigBuilder {
@@ -159,6 +175,8 @@ impl Default for BusConfigBuilder {
             replicas: Replicas::One,
             duplicate_window: MIN_DUPLICATE_WINDOW,
             request_timeout: Duration::from_secs(10),
+            data_format: DataFormat::Msgpack,
+            json_types: BTreeSet::new(),
         }
     }
 }
@@ -221,6 +239,21 @@ impl BusConfigBuilder {
         self
     }
 
+    /// The format of the data of every event this bus publishes (default msgpack). With
+    /// [`DataFormat::Json`], consumers in other languages read `ce-datacontenttype:
+    /// application/json` and need no msgpack; choreo reads both, so nodes may differ. Data
+    /// JSON cannot express (binary, non-string keys) stays msgpack, event by event.
+    pub fn data_format(mut self, format: DataFormat) -> Self {
+        self.data_format = format;
+        self
+    }
+    /// Publish the data of events of type `ty` as JSON whatever [`Self::data_format`] says:
+    /// for the types a consumer in another language reads.
+    pub fn json_data_for(mut self, ty: EventType) -> Self {
+        self.json_types.insert(ty);
+        self
+    }
+
     /// Validate and build.
     pub fn build(self) -> Result<BusConfig, ConfigError> {
         let url = match self.url {
@@ -268,6 +301,8 @@ impl BusConfigBuilder {
             replicas: self.replicas,
             duplicate_window: self.duplicate_window,
             request_timeout: self.request_timeout,
+            data_format: self.data_format,
+            json_types: self.json_types,
         })
     }
 }
@@ -275,6 +310,19 @@ impl BusConfigBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_is_msgpack_unless_json_is_asked_for_all_or_for_a_type() {
+        let t = |s: &str| EventType::new(s).expect("valid");
+        let b = || BusConfig::builder().url("nats://x:1");
+        let plain = b().build().expect("valid");
+        assert_eq!(plain.data_format_of(&t("a.v1")), DataFormat::Msgpack);
+        let one = b().json_data_for(t("a.v1")).build().expect("valid");
+        assert_eq!(one.data_format_of(&t("a.v1")), DataFormat::Json);
+        assert_eq!(one.data_format_of(&t("b.v1")), DataFormat::Msgpack);
+        let all = b().data_format(DataFormat::Json).build().expect("valid");
+        assert_eq!(all.data_format_of(&t("b.v1")), DataFormat::Json);
+    }
 
     #[test]
     fn rejects_what_cannot_work() {

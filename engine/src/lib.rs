@@ -124,6 +124,6 @@ pub use telemetry::{register_node_metrics, Telemetry, TelemetryError};
 
 pub use choreo_schemas as schemas;
 pub use choreo_schemas::{
-    ActorName, CodecError, CorrelationId, EnvelopeError, Event, EventId, EventRegistry, EventType,
-    Payload, SagaId, Subjects, TraceParent,
+    ActorName, CodecError, CorrelationId, DataFormat, EnvelopeError, Event, EventId, EventRegistry,
+    EventType, Payload, SagaId, Subjects, TraceParent,
 };

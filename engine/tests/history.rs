@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use choreo::{
-    assert_replays, replay, CorrelationId, Event, EventType, Node, NodeKind, Payload, ReactContext,
-    ReactError, Reactor, SagaId, SAGA_COMPENSATED, SAGA_COMPLETED,
+    assert_replays, replay, BusConfig, CorrelationId, DataFormat, Event, EventType, Node, NodeKind,
+    Payload, ReactContext, ReactError, Reactor, SagaId, SAGA_COMPENSATED, SAGA_COMPLETED,
 };
-use common::trip::{booked, trip, ty, Agency, Scenario, TripSaga};
+use common::trip::{booked, trip, ty, Agency, Scenario, TripRequested, TripSaga};
 use common::{wait_dead_letters, wait_events, wait_until, Harness};
 use serde::{Deserialize, Serialize};
 
@@ -277,6 +277,91 @@ impl Reactor for Worker {
         })?;
         Ok(())
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_writing_json_data_runs_its_saga_and_replays_it_identically() -> Result<()> {
+    let h = Harness::start().await?;
+    let dir = tempfile::tempdir()?;
+    let json = BusConfig::builder()
+        .url(h.server.url())
+        .partitions(4)
+        .request_timeout(Duration::from_secs(5))
+        .data_format(DataFormat::Json)
+        .build()?;
+    let car_timeout = Duration::from_millis(600);
+    let node = Node::builder()
+        .bus(json)
+        .data_dir(dir.path())
+        .reactor(Agency)
+        .saga(TripSaga::new("trip", car_timeout))
+        .build()?
+        .start()
+        .await?;
+    // The requests go out as msgpack (the harness's bus): a node reads both.
+    h.bus
+        .publish_all(&[
+            trip("j-ok", Scenario::Ok),
+            trip("j-hotel", Scenario::HotelFails),
+        ])
+        .await?;
+    wait_events(
+        &h.bus,
+        &h.bus.subjects().type_filter(&ty(SAGA_COMPLETED)),
+        1,
+    )
+    .await?;
+    wait_events(
+        &h.bus,
+        &h.bus.subjects().type_filter(&ty(SAGA_COMPENSATED)),
+        1,
+    )
+    .await?;
+    let store = node.store().context("store")?.clone();
+    node.shutdown().await?;
+
+    // On the wire, everything the node wrote is JSON a plain JSON parser reads.
+    let stream = h
+        .bus
+        .jetstream()
+        .get_stream(h.bus.config().events_stream())
+        .await?;
+    let last = stream.get_info().await?.state.last_sequence;
+    let (mut json_events, mut msgpack_events) = (0, 0);
+    for seq in 1..=last {
+        let msg = stream.get_raw_message(seq).await?;
+        let header = |n: &str| msg.headers.get(n).map(|v| v.as_str().to_owned());
+        let content_type = header("ce-datacontenttype").context("datacontenttype")?;
+        if header("ce-type").as_deref() == Some(TripRequested::TYPE) {
+            assert_eq!(content_type, "application/msgpack");
+            msgpack_events += 1;
+            continue;
+        }
+        assert_eq!(
+            content_type, "application/json",
+            "seq {seq}: {:?}",
+            msg.headers
+        );
+        let doc: serde_json::Value =
+            serde_json::from_slice(&msg.payload).with_context(|| format!("seq {seq} is JSON"))?;
+        if header("ce-type").as_deref() == Some("flight.book.v1") {
+            assert!(doc["trip"].is_string(), "{doc}");
+        }
+        json_events += 1;
+    }
+    assert_eq!(msgpack_events, 2);
+    assert!(
+        json_events >= 8,
+        "bookings, answers and outcomes: {json_events}"
+    );
+
+    // Replay compares data as documents: JSON on the log, msgpack from the code.
+    let saga = TripSaga::new("trip", car_timeout);
+    for id in ["j-ok", "j-hotel"] {
+        let report = replay(&saga, &h.bus, Some(&store), &SagaId::new(id)?).await?;
+        assert!(report.is_identical(), "{report}");
+    }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -84,8 +84,13 @@ async def main() -> int:
                 msg = await sub.next_msg(timeout=left)
             except nats.errors.TimeoutError:
                 break
-            ty = (msg.headers or {}).get("ce-type", "?")
-            print(f"  {ty}")
+            hdrs = msg.headers or {}
+            ty = hdrs.get("ce-type", "?")
+            # A node run with --data-format json writes JSON data; msgpack needs a decoder.
+            if hdrs.get("ce-datacontenttype", "").startswith("application/json"):
+                print(f"  {ty} {json.dumps(json.loads(msg.data), sort_keys=True)}")
+            else:
+                print(f"  {ty} ({hdrs.get('ce-datacontenttype', '?')} data)")
             outcome = ENDS.get(ty)
     finally:
         await sub.unsubscribe()

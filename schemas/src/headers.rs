@@ -9,6 +9,7 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTRO
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::data_format::{msgpack_to_json, DataFormat};
 use crate::envelope::{Event, CONTENT_TYPE, SPEC_VERSION};
 use crate::error::EnvelopeError;
 use crate::event_type::EventType;
@@ -68,7 +69,7 @@ pub fn is_json(content_type: &str) -> bool {
 }
 
 /// JSON data as the msgpack choreo's payloads decode from (maps keep their field names).
-fn json_to_msgpack(body: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
+pub(crate) fn json_data_as_msgpack(body: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| EnvelopeError::Json(e.to_string()))?;
     rmp_serde::to_vec_named(&value).map_err(|e| EnvelopeError::Json(e.to_string()))
@@ -79,6 +80,23 @@ const ENCODE: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'%');
 /// Percent-encode a header value.
 pub fn encode_value(value: &str) -> String {
     utf8_percent_encode(value, ENCODE).to_string()
+}
+
+/// An event as a NATS message in binary content mode: its headers and body, its data written
+/// in `format` (JSON when asked and JSON can hold the data; msgpack otherwise).
+pub fn to_message(event: &Event, format: DataFormat) -> (Vec<(&'static str, String)>, Vec<u8>) {
+    let mut headers = to_headers(event);
+    if format == DataFormat::Json {
+        if let Some(json) = msgpack_to_json(&event.data) {
+            for (name, value) in &mut headers {
+                if *name == DATACONTENTTYPE {
+                    *value = JSON_CONTENT_TYPE.to_owned();
+                }
+            }
+            return (headers, json);
+        }
+    }
+    (headers, event.data.clone())
 }
 
 /// The headers of an event in binary content mode, `Nats-Msg-Id` included.
@@ -234,7 +252,7 @@ where
     };
     let data = match get(DATACONTENTTYPE)? {
         Some(ct) if media_type(&ct) == CONTENT_TYPE => body.to_vec(),
-        Some(ct) if is_json(&ct) => json_to_msgpack(body)?,
+        Some(ct) if is_json(&ct) => json_data_as_msgpack(body)?,
         Some(ct) => return Err(EnvelopeError::ContentType(ct)),
         None => return Err(EnvelopeError::Missing(DATACONTENTTYPE)),
     };

@@ -25,6 +25,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod data_format;
 mod envelope;
 mod error;
 mod event_type;
@@ -37,6 +38,7 @@ mod subject;
 mod token;
 mod trace;
 
+pub use data_format::{msgpack_to_json, same_data, DataFormat};
 pub use envelope::{Event, CONTENT_TYPE, SPEC_VERSION};
 pub use error::{CodecError, EnvelopeError, IdError, RegistryError};
 pub use event_type::{EventType, MAX_TYPE_TOKENS};

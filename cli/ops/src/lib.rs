@@ -92,18 +92,27 @@ pub struct Conn {
 }
 
 impl Conn {
-    fn bus_config(&self) -> anyhow::Result<choreo::BusConfig> {
-        Ok(choreo::BusConfig::builder()
+    fn bus_config_builder(&self) -> choreo::BusConfigBuilder {
+        choreo::BusConfig::builder()
             .url(self.nats.clone())
             .namespace(self.namespace.clone())
             .partitions(self.partitions)
             .client_name("choreo-ops")
-            .build()?)
+    }
+
+    fn bus_config(&self) -> anyhow::Result<choreo::BusConfig> {
+        Ok(self.bus_config_builder().build()?)
     }
 
     async fn bus(&self) -> anyhow::Result<choreo::Bus> {
         Ok(choreo::Bus::open(self.bus_config()?).await?)
     }
+}
+
+/// Parse a `--data-format` value: `msgpack` or `json`.
+pub fn parse_data_format(s: &str) -> Result<choreo::DataFormat, String> {
+    choreo::DataFormat::parse(s)
+        .ok_or_else(|| format!("{s:?} is not a data format (msgpack, json)"))
 }
 
 /// The operator commands, to mount in a binary that registers its sagas.

@@ -15,12 +15,16 @@ pub struct PublishArgs {
     /// Correlation id (ASCII letters, digits, `-`, `_`).
     #[arg(long)]
     correlation: String,
-    /// Data as JSON; stored as msgpack.
+    /// Data as JSON (written as `--data-format`).
     #[arg(long, default_value = "null")]
     data: String,
     /// CloudEvents source.
     #[arg(long, default_value = "/cli")]
     source: String,
+    /// Write the data as `msgpack` (default) or as `json` (`ce-datacontenttype:
+    /// application/json`).
+    #[arg(long, env = "CHOREO_DATA_FORMAT", default_value = "msgpack", value_parser = crate::parse_data_format)]
+    data_format: choreo::DataFormat,
     #[command(flatten)]
     conn: Conn,
 }
@@ -32,7 +36,8 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<()> {
         serde_json::from_str(&args.data).context("--data is not valid JSON")?;
     let data = rmp_serde::to_vec_named(&value).context("encode --data as msgpack")?;
     let event = Event::root_raw(args.source, correlation, ty, data);
-    let bus = Bus::connect(args.conn.bus_config()?).await?;
+    let config = args.conn.bus_config_builder().data_format(args.data_format);
+    let bus = Bus::connect(config.build()?).await?;
     let published = bus.publish(&event).await?;
     println!(
         "published {} {} on {} (stream seq {}{})",

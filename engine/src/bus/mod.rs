@@ -266,7 +266,7 @@ impl Bus {
         let batch_id = events[0].id.to_string();
         for (i, event) in rest.iter().enumerate() {
             let subject = self.subject_of(event);
-            let mut headers = wire::event_headers(event);
+            let (mut headers, body) = self.message_of(event);
             headers.insert(async_nats::header::NATS_BATCH_ID, batch_id.as_str());
             headers.insert(
                 async_nats::header::NATS_BATCH_SEQUENCE,
@@ -274,7 +274,7 @@ impl Bus {
             );
             self.inner
                 .client
-                .publish_with_headers(subject.clone(), headers, event.data.clone().into())
+                .publish_with_headers(subject.clone(), headers, body.into())
                 .await
                 .map_err(|e| BusError::Publish {
                     subject,
@@ -282,7 +282,7 @@ impl Bus {
                 })?;
         }
         let subject = self.subject_of(last);
-        let mut headers = wire::event_headers(last);
+        let (mut headers, body) = self.message_of(last);
         headers.insert(async_nats::header::NATS_BATCH_ID, batch_id.as_str());
         headers.insert(
             async_nats::header::NATS_BATCH_SEQUENCE,
@@ -294,7 +294,7 @@ impl Bus {
         );
         let msg = PublishMessage::build()
             .headers(headers)
-            .payload(last.data.clone().into());
+            .payload(body.into());
         let fut = self
             .inner
             .js
@@ -307,10 +307,16 @@ impl Bus {
         await_ack(subject, fut).await
     }
 
+    /// The message of an event: headers and body, its data in the configured format.
+    fn message_of(&self, event: &Event) -> (async_nats::HeaderMap, Vec<u8>) {
+        wire::event_message(event, self.inner.config.data_format_of(&event.ty))
+    }
+
     async fn send(&self, subject: &str, event: &Event) -> Result<PublishAckFuture, BusError> {
+        let (headers, body) = self.message_of(event);
         let msg = PublishMessage::build()
-            .headers(wire::event_headers(event))
-            .payload(event.data.clone().into());
+            .headers(headers)
+            .payload(body.into());
         self.inner
             .js
             .send_publish(subject.to_owned(), msg)

@@ -1,14 +1,27 @@
 //! Mapping between choreo events and NATS messages: use these to publish or read choreo events
-//! with a plain async-nats client. choreo writes binary content mode with msgpack data; it
-//! reads binary or structured mode, msgpack or JSON data (see [`headers::from_message`]).
+//! with a plain async-nats client. choreo writes binary content mode with msgpack data (or JSON
+//! data, [`crate::BusConfigBuilder::data_format`]); it reads binary or structured mode, msgpack
+//! or JSON data (see [`headers::from_message`]).
 
 use async_nats::HeaderMap;
-use choreo_schemas::{headers, EnvelopeError, Event, Subjects};
+use choreo_schemas::{headers, DataFormat, EnvelopeError, Event, Subjects};
 
-/// The NATS headers of an event, `Nats-Msg-Id` included.
+/// The NATS headers of an event, `Nats-Msg-Id` included (data as msgpack: `event.data` is the
+/// body).
 pub fn event_headers(event: &Event) -> HeaderMap {
+    header_map(headers::to_headers(event))
+}
+
+/// An event as a NATS message, headers and body, with its data written in `format`
+/// ([`headers::to_message`]).
+pub fn event_message(event: &Event, format: DataFormat) -> (HeaderMap, Vec<u8>) {
+    let (pairs, body) = headers::to_message(event, format);
+    (header_map(pairs), body)
+}
+
+fn header_map(pairs: Vec<(&'static str, String)>) -> HeaderMap {
     let mut map = HeaderMap::new();
-    for (name, value) in headers::to_headers(event) {
+    for (name, value) in pairs {
         map.insert(name, value.as_str());
     }
     map

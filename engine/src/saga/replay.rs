@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use choreo_schemas::{CorrelationId, Event, EventId, SagaId};
+use choreo_schemas::{same_data, CorrelationId, Event, EventId, SagaId};
 use futures::future::BoxFuture;
 use thiserror::Error;
 
@@ -406,7 +406,7 @@ fn step<S: Saga>(
         && replayed
             .iter()
             .zip(&on_log)
-            .all(|(a, b)| a.id == b.id && a.ty == b.ty && a.data == b.data);
+            .all(|(a, b)| a.id == b.id && a.ty == b.ty && same_data(&a.data, &b.data));
     if !same {
         return Some(Divergence {
             input_index: Some(index),
