@@ -208,6 +208,32 @@ async fn events_trace_stats_and_dlq_commands() -> Result<()> {
         .collect();
     assert!(names.contains(&"ponger"), "{names:?}");
     assert!(st["events"]["messages"].as_u64().is_some_and(|m| m >= 6));
+    // One row per saga: its instances by status, its partitions collapsed.
+    let rally = &st["sagas"]["rally"];
+    let instances: u64 = [
+        "running",
+        "compensating",
+        "faulted",
+        "completed",
+        "compensated",
+    ]
+    .iter()
+    .filter_map(|k| rally[*k].as_u64())
+    .sum();
+    assert!(
+        instances >= 1 && rally["partitions"].as_u64() >= Some(1),
+        "{st}"
+    );
+    assert_eq!(st["partitions"]["count"], 16, "{st}");
+    let (ok, text, err) = choreo(&[&["stats"][..], &nats].concat()).await?;
+    assert!(ok, "{err}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("SAGA ") && l.contains("COMPENSATED"))
+            && text.lines().any(|l| l.starts_with("rally "))
+            && text.contains("16 partition(s)"),
+        "{text}"
+    );
 
     let (ok, list, _) = choreo(&[&["dlq", "list", "--json"][..], &nats].concat()).await?;
     assert!(ok);

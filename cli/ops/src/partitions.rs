@@ -27,15 +27,15 @@ pub struct PartitionsArgs {
 }
 
 /// What is known of one partition.
-struct Row {
-    partition: u16,
+pub(crate) struct Row {
+    pub(crate) partition: u16,
     /// The lease and its KV revision.
-    lease: Option<(Lease, u64)>,
+    pub(crate) lease: Option<(Lease, u64)>,
     head: Option<ChangelogEntry<PartitionHead>>,
     instances: u64,
     /// Events on the partition's subjects after the head's applied sequence (all of them when
     /// there is no head).
-    events_after_applied: u64,
+    pub(crate) events_after_applied: u64,
 }
 
 impl Row {
@@ -95,7 +95,7 @@ async fn events_after(
     Ok(info.num_pending)
 }
 
-async fn rows(bus: &Bus) -> anyhow::Result<Vec<Row>> {
+pub(crate) async fn rows(bus: &Bus) -> anyhow::Result<Vec<Row>> {
     let count = bus.config().partitions();
     let mut leases = choreo::read_leases(bus).await?;
     let changelog = Changelog::new(bus);
