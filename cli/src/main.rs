@@ -18,8 +18,7 @@ use clap::{CommandFactory as _, Parser, Subcommand};
     name = "choreo",
     version,
     about = "choreo: a durable-workflow hybrid engine on NATS JetStream",
-    after_help = "Defaults come from --config FILE, $CHOREO_CONFIG or ./choreo.toml \
-                  (keys: nats, namespace, partitions, data_dir); flags and CHOREO_* variables win."
+    after_help = app::CONFIG_HELP
 )]
 struct Cli {
     #[command(subcommand)]

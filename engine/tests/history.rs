@@ -172,40 +172,44 @@ async fn history_follows_the_log_and_the_tree_links_every_cause() -> Result<()> 
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replay_is_identical_and_finds_a_changed_handler() -> Result<()> {
-    let h = Harness::start().await?;
-    let dir = tempfile::tempdir()?;
-    let car_timeout = Duration::from_millis(600);
+/// Run `trips` on a node (agency + trip saga) with `config` until `ends` (completed,
+/// compensated) sagas ended; the node's store after its shutdown.
+async fn run_trips(
+    h: &Harness,
+    config: choreo::BusConfig,
+    dir: &std::path::Path,
+    car_timeout: Duration,
+    trips: &[Event],
+    ends: (usize, usize),
+) -> Result<choreo::Store> {
     let node = Node::builder()
-        .bus(h.config()?)
-        .data_dir(dir.path())
+        .bus(config)
+        .data_dir(dir)
         .reactor(Agency)
         .saga(TripSaga::new("trip", car_timeout))
         .build()?
         .start()
         .await?;
-    h.bus
-        .publish_all(&[
-            trip("r-ok", Scenario::Ok),
-            trip("r-hotel", Scenario::HotelFails),
-            trip("r-car", Scenario::CarSilent),
-        ])
-        .await?;
-    wait_events(
-        &h.bus,
-        &h.bus.subjects().type_filter(&ty(SAGA_COMPLETED)),
-        1,
-    )
-    .await?;
-    wait_events(
-        &h.bus,
-        &h.bus.subjects().type_filter(&ty(SAGA_COMPENSATED)),
-        2,
-    )
-    .await?;
+    h.bus.publish_all(trips).await?;
+    let filter = |t| h.bus.subjects().type_filter(&ty(t));
+    wait_events(&h.bus, &filter(SAGA_COMPLETED), ends.0).await?;
+    wait_events(&h.bus, &filter(SAGA_COMPENSATED), ends.1).await?;
     let store = node.store().context("store")?.clone();
     node.shutdown().await?;
+    Ok(store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_is_identical_and_finds_a_changed_handler() -> Result<()> {
+    let h = Harness::start().await?;
+    let dir = tempfile::tempdir()?;
+    let car_timeout = Duration::from_millis(600);
+    let trips = [
+        trip("r-ok", Scenario::Ok),
+        trip("r-hotel", Scenario::HotelFails),
+        trip("r-car", Scenario::CarSilent),
+    ];
+    let store = run_trips(&h, h.config()?, dir.path(), car_timeout, &trips, (1, 2)).await?;
 
     let saga = TripSaga::new("trip", car_timeout);
     for id in ["r-ok", "r-hotel", "r-car"] {
@@ -290,35 +294,12 @@ async fn a_node_writing_json_data_runs_its_saga_and_replays_it_identically() -> 
         .data_format(DataFormat::Json)
         .build()?;
     let car_timeout = Duration::from_millis(600);
-    let node = Node::builder()
-        .bus(json)
-        .data_dir(dir.path())
-        .reactor(Agency)
-        .saga(TripSaga::new("trip", car_timeout))
-        .build()?
-        .start()
-        .await?;
     // The requests go out as msgpack (the harness's bus): a node reads both.
-    h.bus
-        .publish_all(&[
-            trip("j-ok", Scenario::Ok),
-            trip("j-hotel", Scenario::HotelFails),
-        ])
-        .await?;
-    wait_events(
-        &h.bus,
-        &h.bus.subjects().type_filter(&ty(SAGA_COMPLETED)),
-        1,
-    )
-    .await?;
-    wait_events(
-        &h.bus,
-        &h.bus.subjects().type_filter(&ty(SAGA_COMPENSATED)),
-        1,
-    )
-    .await?;
-    let store = node.store().context("store")?.clone();
-    node.shutdown().await?;
+    let trips = [
+        trip("j-ok", Scenario::Ok),
+        trip("j-hotel", Scenario::HotelFails),
+    ];
+    let store = run_trips(&h, json, dir.path(), car_timeout, &trips, (1, 1)).await?;
 
     // On the wire, everything the node wrote is JSON a plain JSON parser reads.
     let stream = h
@@ -361,6 +342,87 @@ async fn a_node_writing_json_data_runs_its_saga_and_replays_it_identically() -> 
         let report = replay(&saga, &h.bus, Some(&store), &SagaId::new(id)?).await?;
         assert!(report.is_identical(), "{report}");
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_an_input_stored_past_the_duplicate_window_replays_identically() -> Result<()> {
+    let h = Harness::start().await?;
+    let dir = tempfile::tempdir()?;
+    // The car never answers: the saga waits this long, so the copy lands while it runs.
+    let car_timeout = Duration::from_secs(3);
+    let node = Node::builder()
+        .bus(h.config()?)
+        .data_dir(dir.path())
+        .reactor(Agency)
+        .saga(TripSaga::new("trip", car_timeout))
+        .build()?
+        .start()
+        .await?;
+    let c = CorrelationId::new("c-copy")?;
+    h.bus.publish(&trip("c-copy", Scenario::CarSilent)).await?;
+    let is = |s: &choreo::StoredEvent, t: &EventType| s.event.as_ref().is_ok_and(|e| &e.ty == t);
+    wait_events(
+        &h.bus,
+        &h.bus.filter_for(Some(&c), Some(&booked("flight"))),
+        1,
+    )
+    .await?;
+    let original = h
+        .bus
+        .history(&c)
+        .await?
+        .into_iter()
+        .find(|s| is(s, &booked("flight")))
+        .context("flight.booked")?;
+    // The same event again, as a producer retrying past the server's duplicate window sends
+    // it: the same ce-id, another Nats-Msg-Id.
+    let stream = h
+        .bus
+        .jetstream()
+        .get_stream(h.bus.config().events_stream())
+        .await?;
+    let raw = stream.get_raw_message(original.sequence).await?;
+    let mut headers = raw.headers.clone();
+    headers.insert("Nats-Msg-Id", "a-copy-past-the-window");
+    let copy_seq = h
+        .bus
+        .jetstream()
+        .publish_with_headers(raw.subject.to_string(), headers, raw.payload.clone())
+        .await?
+        .await?
+        .sequence;
+    wait_events(
+        &h.bus,
+        &h.bus.filter_for(Some(&c), Some(&ty(SAGA_COMPENSATED))),
+        1,
+    )
+    .await?;
+    let store = node.store().context("store")?.clone();
+    node.shutdown().await?;
+
+    // The copy is among the instance's inputs (before its end), and the saga skipped it.
+    let history = h.bus.history(&c).await?;
+    let end = history
+        .iter()
+        .find(|s| is(s, &ty(SAGA_COMPENSATED)))
+        .context("compensated")?;
+    assert!(
+        copy_seq < end.sequence,
+        "copy #{copy_seq}, end #{}",
+        end.sequence
+    );
+    let hotel_book = ty("hotel.book.v1");
+    let hotel_books = history.iter().filter(|s| is(s, &hotel_book)).count();
+    assert_eq!(hotel_books, 1, "the copy booked nothing again");
+    let report = replay(
+        &TripSaga::new("trip", car_timeout),
+        &h.bus,
+        Some(&store),
+        &SagaId::new("c-copy")?,
+    )
+    .await?;
+    assert!(report.is_identical(), "{report}");
     Ok(())
 }
 

@@ -9,6 +9,10 @@ use std::process::ExitCode;
 
 use crate::CommandError;
 
+/// The help text's last words on defaults, for a binary built on these commands.
+pub const CONFIG_HELP: &str = "Defaults come from --config FILE, $CHOREO_CONFIG or ./choreo.toml \
+     (keys: nats, namespace, partitions, data_dir); flags and CHOREO_* variables win.";
+
 /// The log filter of a command-line run when `CHOREO_LOG` is not set: errors only, so output
 /// meant for a pipe stays clean.
 pub const DEFAULT_LOG_FILTER: &str = "error";

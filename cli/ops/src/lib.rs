@@ -168,8 +168,7 @@ impl OperatorCommand {
 #[command(
     version,
     about = "choreo operator commands",
-    after_help = "Defaults come from --config FILE, $CHOREO_CONFIG or ./choreo.toml \
-                  (keys: nats, namespace, partitions, data_dir); flags and CHOREO_* variables win."
+    after_help = app::CONFIG_HELP
 )]
 struct OperatorCli {
     #[command(subcommand)]

@@ -218,6 +218,7 @@ pub async fn replay_against<S: Saga>(
     }
     let mut record: Option<InstanceRecord> = None;
     let mut fed = 0usize;
+    let mut fed_ids: BTreeSet<EventId> = BTreeSet::new();
     let report = |divergence: Option<Divergence>, fed: usize| ReplayReport {
         saga: name.clone(),
         instance: instance.to_string(),
@@ -275,7 +276,7 @@ pub async fn replay_against<S: Saga>(
                     &meta,
                     &mut record,
                     instance,
-                    input,
+                    (input, false),
                     &id,
                     &by_id,
                     fed,
@@ -317,12 +318,15 @@ pub async fn replay_against<S: Saga>(
             at_ms: entry.stored_ms,
         };
         let label = format!("{} (seq {})", entry.event.ty, entry.sequence);
+        // A copy of an input fed before (stored again past the duplicate window) that the
+        // saga skips adds nothing: the outputs with its id are the original's, checked there.
+        let copy = !fed_ids.insert(event.id);
         if let Some(d) = step(
             saga,
             &meta,
             &mut record,
             instance,
-            input,
+            (input, copy),
             &event.id,
             &by_id,
             fed,
@@ -372,14 +376,15 @@ pub async fn replay_against<S: Saga>(
     Ok(report(None, fed))
 }
 
-/// Feed one input; compare its outputs with the log.
+/// Feed one input (and whether it is a copy of one fed before); compare its outputs with the
+/// log.
 #[allow(clippy::too_many_arguments)]
 fn step<S: Saga>(
     saga: &S,
     meta: &SagaMeta,
     record: &mut Option<InstanceRecord>,
     instance: &SagaId,
-    input: SagaInput<'_>,
+    (input, copy): (SagaInput<'_>, bool),
     input_id: &EventId,
     by_id: &BTreeMap<EventId, &Event>,
     index: usize,
@@ -391,6 +396,7 @@ fn step<S: Saga>(
         .map_while(|id| by_id.get(&id).map(|e| (*e).clone()))
         .collect();
     let (replayed, next) = match decide(saga, meta, record.clone(), instance, input) {
+        Decision::Skip(_) if copy => return None,
         Decision::Skip(_) => (Vec::new(), record.clone()),
         Decision::Commit(t) | Decision::Fault { transition: t, .. } => (t.outbox, Some(t.record)),
         Decision::Retry(e) => {
