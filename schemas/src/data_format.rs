@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use crate::error::EnvelopeError;
+
 /// The encoding of data on the wire.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum DataFormat {
@@ -42,6 +44,13 @@ impl fmt::Display for DataFormat {
             Self::Json => "json",
         })
     }
+}
+
+/// JSON data as the msgpack choreo's payloads decode from (maps keep their field names).
+pub(crate) fn json_to_msgpack(body: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| EnvelopeError::Json(e.to_string()))?;
+    rmp_serde::to_vec_named(&value).map_err(|e| EnvelopeError::Json(e.to_string()))
 }
 
 /// msgpack data as a JSON document, or `None` when JSON cannot express it.
@@ -89,7 +98,7 @@ mod tests {
         let doc: serde_json::Value = serde_json::from_slice(&json).expect("JSON");
         assert_eq!(doc["trip"], "t-1");
         assert_eq!(doc["cents"], 12_999);
-        let back = crate::headers::json_data_as_msgpack(&json).expect("reads back");
+        let back = json_to_msgpack(&json).expect("reads back");
         assert_ne!(back, packed, "key order and encodings differ");
         assert!(same_data(&back, &packed));
         assert_eq!(rmp_serde::from_slice::<Booked>(&back).expect("decodes"), b);

@@ -9,7 +9,7 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTRO
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::data_format::{msgpack_to_json, DataFormat};
+use crate::data_format::{json_to_msgpack, msgpack_to_json, DataFormat};
 use crate::envelope::{Event, CONTENT_TYPE, SPEC_VERSION};
 use crate::error::EnvelopeError;
 use crate::event_type::EventType;
@@ -66,13 +66,6 @@ fn media_type(content_type: &str) -> String {
 pub fn is_json(content_type: &str) -> bool {
     let m = media_type(content_type);
     m == JSON_CONTENT_TYPE || m == "text/json" || m.ends_with("+json")
-}
-
-/// JSON data as the msgpack choreo's payloads decode from (maps keep their field names).
-pub(crate) fn json_data_as_msgpack(body: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| EnvelopeError::Json(e.to_string()))?;
-    rmp_serde::to_vec_named(&value).map_err(|e| EnvelopeError::Json(e.to_string()))
 }
 
 const ENCODE: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'%');
@@ -252,7 +245,7 @@ where
     };
     let data = match get(DATACONTENTTYPE)? {
         Some(ct) if media_type(&ct) == CONTENT_TYPE => body.to_vec(),
-        Some(ct) if is_json(&ct) => json_data_as_msgpack(body)?,
+        Some(ct) if is_json(&ct) => json_to_msgpack(body)?,
         Some(ct) => return Err(EnvelopeError::ContentType(ct)),
         None => return Err(EnvelopeError::Missing(DATACONTENTTYPE)),
     };

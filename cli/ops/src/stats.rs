@@ -121,27 +121,41 @@ pub(crate) async fn run(args: StatsArgs) -> anyhow::Result<()> {
         bus.server_version(),
         bus.config().url()
     );
-    println!(
-        "{:<16} {:>10} {:>12} {:>10} {:>10}",
-        "STREAM", "MESSAGES", "BYTES", "FIRST", "LAST"
-    );
+    let mut streams = Table::new(&[
+        ("STREAM", Align::Left),
+        ("MESSAGES", Align::Right),
+        ("BYTES", Align::Right),
+        ("FIRST", Align::Right),
+        ("LAST", Align::Right),
+    ]);
     for st in [&s.events, &s.dlq] {
-        println!(
-            "{:<16} {:>10} {:>12} {:>10} {:>10}",
-            st.name, st.messages, st.bytes, st.first_sequence, st.last_sequence
-        );
+        streams.row(vec![
+            st.name.clone(),
+            st.messages.to_string(),
+            st.bytes.to_string(),
+            st.first_sequence.to_string(),
+            st.last_sequence.to_string(),
+        ]);
     }
+    streams.print();
     println!();
-    println!(
-        "{:<28} {:>10} {:>12} {:>12} {:>8}",
-        "CONSUMER", "PENDING", "ACK-PENDING", "REDELIVERED", "WAITING"
-    );
+    let mut consumers = Table::new(&[
+        ("CONSUMER", Align::Left),
+        ("PENDING", Align::Right),
+        ("ACK-PENDING", Align::Right),
+        ("REDELIVERED", Align::Right),
+        ("WAITING", Align::Right),
+    ]);
     for c in &s.consumers {
-        println!(
-            "{:<28} {:>10} {:>12} {:>12} {:>8}",
-            c.name, c.pending, c.ack_pending, c.redelivered, c.waiting
-        );
+        consumers.row(vec![
+            c.name.clone(),
+            c.pending.to_string(),
+            c.ack_pending.to_string(),
+            c.redelivered.to_string(),
+            c.waiting.to_string(),
+        ]);
     }
+    consumers.print();
     println!();
     let mut columns = vec![("SAGA", Align::Left)];
     let upper: Vec<String> = STATUSES.iter().map(|s| s.to_ascii_uppercase()).collect();
@@ -175,11 +189,16 @@ pub(crate) async fn run(args: StatsArgs) -> anyhow::Result<()> {
             .unwrap_or_default()
     );
     println!();
-    println!("{:<18} {:<20} {:>6}", "DLQ REASON", "ACTOR", "COUNT");
+    let mut letters = Table::new(&[
+        ("DLQ REASON", Align::Left),
+        ("ACTOR", Align::Left),
+        ("COUNT", Align::Right),
+    ]);
     for (reason, actors) in &s.dead_letters {
         for (actor, n) in actors {
-            println!("{reason:<18} {actor:<20} {n:>6}");
+            letters.row(vec![reason.clone(), actor.clone(), n.to_string()]);
         }
     }
+    letters.print();
     Ok(())
 }

@@ -59,6 +59,15 @@ struct Inner {
     cleanups: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
+/// What connecting does to the namespace's streams.
+#[derive(Clone, Copy)]
+enum Provisioning {
+    /// Create them if missing, verify them (and upgrade them in place) if present.
+    Create,
+    /// Only look them up ([`Bus::open`]).
+    Inspect,
+}
+
 /// A connection to NATS with the choreo streams provisioned. Cheap to clone.
 #[derive(Clone)]
 pub struct Bus {
@@ -80,9 +89,7 @@ impl Bus {
     ///
     /// Fails with [`BusError::PartitionMismatch`] when the log exists with another partition count.
     pub async fn connect(config: BusConfig) -> Result<Self, BusError> {
-        let (client, reconnects, js) = Self::connect_js(&config).await?;
-        let partitioner = provision::provision(&js, &config).await?;
-        Ok(Self::assemble(client, reconnects, js, config, partitioner))
+        Self::connect_as(config, Provisioning::Create).await
     }
 
     /// Connect to a namespace that exists, creating and changing nothing: for reading
@@ -90,22 +97,11 @@ impl Bus {
     /// namespace has no log, and with [`BusError::PartitionMismatch`] as [`Bus::connect`] does.
     /// The bus can publish, but the streams it would need are not checked.
     pub async fn open(config: BusConfig) -> Result<Self, BusError> {
-        let (client, reconnects, js) = Self::connect_js(&config).await?;
-        let partitioner = provision::inspect(&js, &config).await?;
-        Ok(Self::assemble(client, reconnects, js, config, partitioner))
+        Self::connect_as(config, Provisioning::Inspect).await
     }
 
-    async fn connect_js(
-        config: &BusConfig,
-    ) -> Result<
-        (
-            Client,
-            tokio::sync::watch::Receiver<u64>,
-            jetstream::Context,
-        ),
-        BusError,
-    > {
-        let (client, reconnects) = connect_client(config).await?;
+    async fn connect_as(config: BusConfig, how: Provisioning) -> Result<Self, BusError> {
+        let (client, reconnects) = connect_client(&config).await?;
         let version = client.server_info().version;
         if !version::is_supported(&version) {
             return Err(BusError::ServerTooOld {
@@ -118,18 +114,12 @@ impl Bus {
             .max_ack_inflight(4096)
             .backpressure_on_inflight(true)
             .build(client.clone());
-        Ok((client, reconnects, js))
-    }
-
-    fn assemble(
-        client: Client,
-        reconnects: tokio::sync::watch::Receiver<u64>,
-        js: jetstream::Context,
-        config: BusConfig,
-        partitioner: Partitioner,
-    ) -> Self {
+        let partitioner = match how {
+            Provisioning::Create => provision::provision(&js, &config).await?,
+            Provisioning::Inspect => provision::inspect(&js, &config).await?,
+        };
         let subjects = Subjects::new(config.namespace.clone());
-        Self {
+        Ok(Self {
             inner: Arc::new(Inner {
                 client,
                 reconnects,
@@ -139,7 +129,7 @@ impl Bus {
                 partitioner,
                 cleanups: std::sync::Mutex::new(Vec::new()),
             }),
-        }
+        })
     }
 
     /// Remember a clean-up task (a dropped follow's consumer deletion) for [`Bus::close`].

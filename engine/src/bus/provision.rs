@@ -202,13 +202,7 @@ pub(crate) async fn provision(
         }
         let mut expected_subjects = wanted.subjects.clone();
         if name == cfg.events_stream() {
-            check_partitions(
-                &name,
-                info.config.metadata.get(PARTITIONS_METADATA_KEY),
-                cfg.partitions,
-            )?;
-            partitioner.hash =
-                recorded_hash(&name, info.config.metadata.get(PARTITION_HASH_METADATA_KEY))?;
+            partitioner = recorded_partitioner(&name, &info.config.metadata, cfg.partitions)?;
             if partitioner.hash != PartitionHash::Fnv1a32
                 && PartitionHash::hashes_agree(cfg.partitions)
                 && info.config.subjects == events_subjects(cfg, partitioner.hash)
@@ -291,14 +285,23 @@ pub(crate) async fn inspect(
         .info()
         .await
         .map_err(|e| BusError::js(format!("stream info {name}"), e))?;
+    recorded_partitioner(&name, &info.config.metadata, cfg.partitions)
+}
+
+/// The partitioning recorded on an existing events stream: its count must be `configured`.
+fn recorded_partitioner(
+    stream_name: &str,
+    metadata: &std::collections::HashMap<String, String>,
+    configured: u16,
+) -> Result<Partitioner, BusError> {
     check_partitions(
-        &name,
-        info.config.metadata.get(PARTITIONS_METADATA_KEY),
-        cfg.partitions,
+        stream_name,
+        metadata.get(PARTITIONS_METADATA_KEY),
+        configured,
     )?;
     Ok(Partitioner {
-        count: cfg.partitions,
-        hash: recorded_hash(&name, info.config.metadata.get(PARTITION_HASH_METADATA_KEY))?,
+        count: configured,
+        hash: recorded_hash(stream_name, metadata.get(PARTITION_HASH_METADATA_KEY))?,
     })
 }
 
